@@ -1,0 +1,22 @@
+"""deepbsde: deep BSDE and PINN solvers for high-dimensional semilinear parabolic PDEs.
+
+Convention: the driver's fourth argument is z = σᵀ∇u (never ∇u). See :mod:`deepbsde.problem`.
+"""
+
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
+from .methods import PINN, DeepBSDE, Method
+from .pinn_problem import Derivatives, ResidualProblem
+from .problem import Problem, Reference, check_problem
+from .solution import History, HistoryRow, Solution
+from .solve import solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Problem", "Reference", "check_problem",
+    "ResidualProblem", "Derivatives",
+    "Method", "DeepBSDE", "PINN",
+    "TrainConfig", "solve", "Solution", "History", "HistoryRow",
+    "DeepBSDEError", "ConfigError", "ProblemError", "DivergenceError", "CheckpointError",
+]

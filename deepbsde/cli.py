@@ -1,0 +1,175 @@
+"""The command line: ``deepbsde solve``, ``deepbsde compare``, ``deepbsde list`` (and ``python -m deepbsde``).
+
+Exit codes: 0 success, 2 bad input (config, problem, device, checkpoint), 3 training diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import distributed
+from .configfile import apply_overrides, build_from_config, check_sections, equation_registry, load_config
+from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
+from .solve import resolve_device, solve
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepbsde", description=(
+        "Solve high-dimensional semilinear parabolic PDEs by the deep BSDE method (and PINNs)."))
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every validation step to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("solve", help="train on a config file and print u(0, x0) against its reference")
+    s.add_argument("config", nargs="?", help="a TOML config with [equation], [method], [train]")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set equation.dim=10 --set train.iterations=500")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    s.add_argument("--out", help="run folder (default runs/<equation>-<timestamp>)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    s.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("compare", help="train several methods on one equation and write a comparison report")
+    c.add_argument("config", help="a TOML config with [equation], [train] and one [methods.<label>] per method")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override one config value, e.g. --set train.iterations=100 --set methods.PINN.probes=8")
+    c.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    c.add_argument("--out", help="report folder (default runs/compare-<equation>-<timestamp>)")
+    c.add_argument("--json", action="store_true", help="print the per-method summaries as one JSON list on the last line")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="the catalogue of equations with their reference values and sources")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "list":
+            return _list()
+        if args.command == "compare":
+            return _compare(args)
+        return _solve(args)
+    except DivergenceError as exc:
+        print(f"deepbsde: error: {exc}", file=sys.stderr)
+        return 3
+    except (ConfigError, ProblemError, CheckpointError, DeepBSDEError) as exc:
+        print(f"deepbsde: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _solve(args: argparse.Namespace) -> int:
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {str(run_dir)!r} is not a run folder (no config.json)")
+        config = json.loads(saved.read_text()).get("run_config")
+        if config is None:
+            raise ConfigError(f"--resume: {saved} was not written by the command line (no run_config)")
+        if args.config is not None:
+            raise ConfigError("--resume: give either a config file or --resume RUN_DIR, not both")
+        out, resume = run_dir, True
+    else:
+        if args.config is None:
+            raise ConfigError("solve: expected a config file (or --resume RUN_DIR)")
+        config = load_config(args.config)
+        out, resume = (Path(args.out) if args.out else None), False
+    config = check_sections(apply_overrides(config, args.overrides))
+    problem, method, train, seed = build_from_config(config)
+    device = resolve_device(args.device)
+    in_group = distributed.init_from_env(device)
+    rank, world_size = distributed.world()
+    if in_group and out is None:
+        raise ConfigError("--out: a multi-process run needs an explicit run folder shared by every rank")
+    try:
+        solution = solve(problem, method, train=train, seed=seed, device=device, out=out, resume=resume,
+                         progress=False if args.no_progress or rank != 0 else None, run_config=config)
+    finally:
+        if in_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    summary = solution.summary()
+    summary["world_size"] = world_size
+    print(_human(solution))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .compare_config import apply_compare_overrides, build_compare_from_config, load_compare_config
+
+    config = apply_compare_overrides(load_compare_config(args.config), args.overrides)
+    problem, methods, trains, seed = build_compare_from_config(config)
+    report = compare(problem, methods, trains=trains, seed=seed, device=args.device,
+                     out=Path(args.out) if args.out else None, progress=False if args.no_progress else None,
+                     run_config=config)
+    print(f"{report.problem}: {len(report.entries)} methods; report in {report.out}")
+    print(report.table())
+    if args.json:
+        print(json.dumps(report.summaries()))
+    return 0
+
+
+def _human(solution) -> str:
+    ref = solution.reference
+    lines = [f"{solution.problem} (d = {solution.dim}) by {solution.method}: u(0, x0) = {solution.u0:.6f}"]
+    if ref is not None:
+        if ref.value is not None:
+            lines.append(f"  reference {ref.value:.6f} ({ref.source}); relative error {100 * solution.relative_error:.3f} %")
+        if ref.bounds is not None:
+            lo, hi = ref.bounds
+            inside = "inside" if solution.within_bounds else "OUTSIDE"
+            lines.append(f"  bounds [{'-inf' if lo is None else f'{lo:.4f}'}, {'inf' if hi is None else f'{hi:.4f}'}]: {inside}")
+    else:
+        lines.append("  no reference value for these settings")
+    if solution.extra.get("l2_relative_error") is not None:
+        lines.append(f"  relative L2 error {solution.extra['l2_relative_error']:.3e} on "
+                     f"{solution.extra.get('l2_points', '?')} reference points")
+    lbfgs = f" + {solution.extra['lbfgs_iterations_run']} L-BFGS" if solution.extra.get("lbfgs_iterations_run") else ""
+    lines.append(f"  {solution.iterations}{lbfgs} iterations in {solution.seconds:.1f} s on {solution.device} ({solution.dtype})")
+    for w in solution.warnings:
+        lines.append(f"  warning: {w}")
+    if solution.run_dir is not None:
+        lines.append(f"  run folder: {solution.run_dir}")
+    return "\n".join(lines)
+
+
+def _list() -> int:
+    rows = []
+    for name, ep in sorted(equation_registry().items()):
+        cls = ep.load()
+        title = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        try:
+            ref = cls().reference()
+        except Exception as exc:  # a catalogue entry whose reference fails must not hide the others
+            ref, title = None, f"{title} (reference failed: {exc})"
+        value = "-" if ref is None or ref.value is None else f"{ref.value:.6f}"
+        bounds = "" if ref is None or ref.bounds is None else " bounds [" + ", ".join(
+            "-" if b is None else f"{b:.4f}" for b in ref.bounds) + "]"
+        source = "" if ref is None else ref.source
+        rows.append((name, value, f"{source}{bounds}", title))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print(f"{'name':<{width}}  {'u(0, x0)':>10}  source / title")
+    for name, value, source, title in rows:
+        print(f"{name:<{width}}  {value:>10}  {source}")
+        print(f"{'':<{width}}  {'':>10}  {title}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

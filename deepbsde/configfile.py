@@ -1,0 +1,206 @@
+"""Config files: the edge where strings become objects (and the only place a catalogue name is looked up).
+
+A config is TOML with three sections::
+
+    [equation]            # name = a catalogue class ("AllenCahn") or "module:Class", plus its keywords
+    name = "AllenCahn"
+    dim = 100
+    [method]              # name = "DeepBSDE" or "PINN", plus its keywords
+    name = "DeepBSDE"
+    num_steps = 20
+    [train]               # TrainConfig fields, plus seed
+    iterations = 4000
+    seed = 0
+
+Catalogue names come from the ``deepbsde.equations`` entry-point group, so that other packages can
+register their own equations without deepbsde importing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import tomllib
+import typing
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import TrainConfig
+from .errors import ConfigError, describe
+from .methods import DeepBSDE, Method
+from .pinn_problem import ResidualProblem
+from .problem import Problem
+
+__all__ = ["load_config", "apply_overrides", "build_from_config", "equation_registry", "method_registry",
+           "lookup_equation"]
+
+SECTIONS = ("equation", "method", "train")
+ENTRY_POINT_GROUP = "deepbsde.equations"
+
+
+def equation_registry() -> dict[str, Any]:
+    """Catalogue name -> entry point (loaded lazily)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def method_registry() -> dict[str, type[Method]]:
+    methods: dict[str, type[Method]] = {"DeepBSDE": DeepBSDE}
+    try:
+        from .methods.pinn import PINN
+    except ImportError:  # pragma: no cover - the PINN ships with the package
+        pass
+    else:
+        methods["PINN"] = PINN
+    return methods
+
+
+def lookup_equation(name: object) -> type[Problem] | type[ResidualProblem]:
+    """A Problem (or ResidualProblem) class from a catalogue name (case-insensitive, ``_`` ignored) or ``"module:Class"``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"equation.name: expected a catalogue name or 'module:Class', received {describe(name)}")
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"equation.name: cannot import {name!r} ({exc})") from exc
+    else:
+        registry = equation_registry()
+        key = {k.lower().replace("_", ""): k for k in registry}.get(name.lower().replace("_", ""))
+        if key is None:
+            raise ConfigError(f"equation.name: unknown equation {name!r}; expected one of: "
+                              f"{', '.join(sorted(registry))} (or 'module:Class')")
+        cls = registry[key].load()
+    if not (isinstance(cls, type) and issubclass(cls, (Problem, ResidualProblem))):
+        raise ConfigError(f"equation.name: {name!r} is not a deepbsde.Problem or deepbsde.ResidualProblem "
+                          f"subclass, received {describe(cls)}")
+    return cls
+
+
+def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a TOML config and check its sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: no such file {str(path)!r}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    return check_sections(data, str(path))
+
+
+def check_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, dict[str, Any]]:
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}]; expected sections: "
+                          + ", ".join(f"[{s}]" for s in SECTIONS))
+    out: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        value = data.get(section, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: [{section}] must be a table, received {describe(value)}")
+        out[section] = dict(value)
+    if "name" not in out["equation"]:
+        raise ConfigError(f"{where}: [equation] needs a name (a catalogue class or 'module:Class')")
+    return out
+
+
+def apply_overrides(config: dict[str, dict[str, Any]], assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """Apply ``section.key=value`` strings; values are read as TOML (``2``, ``0.5``, ``[1, 2]``, ``true``),
+    and as a plain string if they are not valid TOML."""
+    config = {k: dict(v) for k, v in config.items()}
+    for text in assignments:
+        lhs, sep, rhs = text.partition("=")
+        section, dot, key = lhs.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--set: expected section.key=value, received {text!r}")
+        if section not in SECTIONS:
+            raise ConfigError(f"--set {text!r}: unknown section {section!r}; expected one of: {', '.join(SECTIONS)}")
+        try:
+            value = tomllib.loads(f"v = {rhs.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = rhs.strip()
+        config[section][key.strip()] = value
+    return config
+
+
+def _check_keywords(where: str, kwargs: Mapping[str, Any], target: Any) -> None:
+    """Reject unknown keywords and values of the wrong type, from ``target``'s signature."""
+    sig = inspect.signature(target)
+    params = {k: p for k, p in sig.parameters.items()
+              if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of: {', '.join(params)}")
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolved annotations: fall back to the defaults' types
+        hints = {}
+    for key, value in kwargs.items():
+        expected = hints.get(key, params[key].annotation)
+        if expected is inspect.Parameter.empty:
+            default = params[key].default
+            expected = type(default) if default not in (inspect.Parameter.empty, None) else Any
+        if not _matches(value, expected):
+            raise ConfigError(f"{where}.{key}: expected {_type_name(expected)}, received {describe(value)}")
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    if expected is Any or expected is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_matches(value, arg) for arg in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected in (bool, str):
+        return isinstance(value, expected)
+    if origin in (tuple, list, typing.Sequence) or expected in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = [a for a in typing.get_args(expected) if a is not Ellipsis]
+        return not args or all(any(_matches(v, a) for a in args) for v in value)
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, type):
+        return expected.__name__
+    return str(expected).replace("typing.", "")
+
+
+def build_from_config(config: Mapping[str, Mapping[str, Any]]) -> tuple[Problem, Method, TrainConfig, int]:
+    """Turn a checked config into ``(problem, method, train, seed)``; every key is validated first."""
+    config = check_sections(config)
+    eq_kwargs = dict(config["equation"])
+    cls = lookup_equation(eq_kwargs.pop("name"))
+    _check_keywords(f"equation {cls.__name__}", eq_kwargs, cls.__init__)
+
+    m_kwargs = dict(config["method"])
+    methods = method_registry()
+    m_name = m_kwargs.pop("name", "DeepBSDE")
+    if m_name not in methods:
+        raise ConfigError(f"method.name: unknown method {m_name!r}; expected one of: {', '.join(methods)}")
+    m_cls = methods[m_name]
+    fields = {f.name for f in dataclasses.fields(m_cls) if f.init}
+    unknown = sorted(set(m_kwargs) - fields)
+    if unknown:
+        raise ConfigError(f"method {m_name}: unknown key {unknown[0]!r}; expected one of: {', '.join(sorted(fields))}")
+    _check_keywords(f"method {m_name}", m_kwargs, m_cls)
+
+    t_kwargs = dict(config["train"])
+    seed = t_kwargs.pop("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"train.seed: expected a non-negative integer, received {describe(seed)}")
+    train = TrainConfig.from_mapping(t_kwargs)  # checks its own keys and values
+    problem = cls(**eq_kwargs)
+    method = m_cls(**m_kwargs)
+    return problem, method, train, seed

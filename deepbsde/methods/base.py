@@ -1,0 +1,91 @@
+"""The method interface shared by the deep BSDE and PINN solvers.
+
+A method turns ``(problem, sampled data, network)`` into a loss; :func:`deepbsde.solve` runs the one
+training loop shared by all methods. A method object holds the discretisation and network settings only,
+never the problem.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..problem import Problem
+
+__all__ = ["Method", "Estimate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What a trained model says at ``(0, x0)``: ``u0`` and ``grad_u0`` (∇u, not σᵀ∇u)."""
+
+    u0: float
+    grad_u0: tuple[float, ...] | None
+    grad_unavailable: str | None = None
+
+
+class Method(abc.ABC):
+    """A solver method: builds a model for a problem, samples training data, computes the loss."""
+
+    #: the name used in configs, summaries and reports
+    name: str = "Method"
+
+    @abc.abstractmethod
+    def check(self, problem: Problem) -> None:
+        """Raise :class:`~deepbsde.errors.ConfigError` if this method cannot treat ``problem``."""
+
+    @abc.abstractmethod
+    def build(self, problem: Problem, generator: torch.Generator) -> nn.Module:
+        """The trainable model, initialised from ``generator`` (a CPU generator), in float64 on CPU."""
+
+    @abc.abstractmethod
+    def sample(self, problem: Problem, batch_size: int, generator: torch.Generator,
+               dtype: torch.dtype) -> Any:
+        """One batch of training data, drawn on ``generator.device``."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, problem: Problem, batch: Any) -> torch.Tensor:
+        """The scalar training loss on ``batch``."""
+
+    @abc.abstractmethod
+    def estimate(self, model: nn.Module, problem: Problem) -> Estimate:
+        """:math:`u(0, x_0)` and :math:`\\nabla u(0, x_0)` from the trained model."""
+
+    def u0_tensor(self, model: nn.Module, problem: Problem) -> torch.Tensor:
+        """:math:`u(0, x_0)` as a 0-dim tensor on the model's device (for cheap logging)."""
+        return torch.tensor(self.estimate(model, problem).u0)
+
+    def report(self, model: nn.Module, problem: Problem) -> dict[str, Any]:
+        """Method-specific figures for the summary (``Solution.extra``); none by default."""
+        return {}
+
+    def metrics(self, model: nn.Module, problem: Problem) -> dict[str, float]:
+        """Figures recorded at every logged step (e.g. the PINN's relative L2 error against a reference):
+        :func:`deepbsde.solve` stores them in ``History.metrics``, ``metrics.csv`` and TensorBoard. None by
+        default. May synchronise with the device (it runs only at logged steps)."""
+        return {}
+
+    def finetune(self, model: nn.Module, problem: Problem, *, generator: torch.Generator, dtype: torch.dtype,
+                 batch_size: int, log_every: int, callback: Callable[[int, float], None]) -> dict[str, Any] | None:
+        """An optional second optimisation phase, run by :func:`deepbsde.solve` after its first-order loop
+        (the PINN's L-BFGS). It draws its data from ``generator`` (the training generator, after the loop),
+        calls ``callback(iterations_done, training_loss)`` every ``log_every`` of its iterations (solve then
+        validates and records a history row at step ``train.iterations + iterations_done``), and returns
+        figures merged into ``Solution.extra`` (a ``"warnings"`` list there joins the solution's warnings),
+        or ``None`` when it did nothing, as by default. Single-process only: under ``torch.distributed``
+        solve skips it with a warning.
+        """
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The method's settings, for run folders and reports."""
+        out: dict[str, Any] = {"name": self.name}
+        if dataclasses.is_dataclass(self):
+            for f in dataclasses.fields(self):
+                value = getattr(self, f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out

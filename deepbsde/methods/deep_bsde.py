@@ -1,0 +1,198 @@
+r"""The deep BSDE method (E, Han & Jentzen, Commun. Math. Stat. 2017; Han, Jentzen & E, PNAS 2018).
+
+On the grid :math:`t_n = nT/N` with increments :math:`\Delta W_n` and forward paths :math:`X_n`,
+
+.. math::
+    Y_0 = \theta_y, \quad Z_0 = \theta_z, \quad Z_n = s\,\mathcal N_n(X_n)\ (1 \le n < N),\\
+    Y_{n+1} = Y_n - f(t_n, X_n, Y_n, Z_n)\,\Delta t + Z_n^\top \Delta W_n,
+
+and training minimises :math:`\mathbb E\,\ell(Y_N - g(X_N))`, with :math:`\ell(\delta) = \delta^2` or the
+original's clipped version :math:`\ell(\delta) = \delta^2` for :math:`|\delta| < c`,
+:math:`2c|\delta| - c^2` beyond. Here :math:`Z_n` approximates :math:`\sigma^\top\nabla u(t_n, X_n)`
+(the convention of the whole library). The output scale ``s`` defaults to ``1/d``: the original code
+divides every subnetwork's output by the dimension without saying so; here it is a named parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, describe
+from ..nets import StepNets
+from ..paths import brownian_increments, simulate, time_grid
+from ..problem import Problem
+from .base import Estimate, Method
+
+__all__ = ["DeepBSDE", "DeepBSDEModel", "rollout", "terminal_loss"]
+
+
+class DeepBSDEModel(nn.Module):
+    """Trainable :math:`Y_0` (shape ``(1,)``), :math:`Z_0` (shape ``(m,)``) and the ``N - 1`` step networks."""
+
+    def __init__(self, y0: torch.Tensor, z0: torch.Tensor, nets: StepNets, z_scale: float) -> None:
+        super().__init__()
+        self.y0 = nn.Parameter(y0)
+        self.z0 = nn.Parameter(z0)
+        self.nets = nets
+        self.z_scale = z_scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`Y_0` ``(batch, 1)`` and :math:`Z_0..Z_{N-1}` ``(batch, N, m)`` along paths ``x``
+        ``(batch, N+1, d)``: all step networks in one batched evaluation."""
+        batch = x.shape[0]
+        y0 = self.y0.expand(batch, 1)
+        z0 = self.z0.expand(batch, 1, self.z0.shape[0])
+        if x.shape[1] <= 2:
+            return y0, z0
+        return y0, torch.cat([z0, self.nets(x[:, 1:-1, :]) * self.z_scale], dim=1)
+
+
+def rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor, dw: torch.Tensor, dt: float,
+            scheme: str = "euler") -> torch.Tensor:
+    r"""Roll :math:`Y` forward from ``y0`` ``(batch, 1)`` with ``z`` ``(batch, N, m)`` (:math:`Z_0..Z_{N-1}`)
+    along paths ``x`` ``(batch, N+1, d)`` and increments ``dw`` ``(batch, N, m)``; returns :math:`Y_N`.
+
+    ``"euler"``: :math:`Y_{n+1} = Y_n - f(t_n, X_n, Y_n, Z_n)\Delta t + Z_n^\top\Delta W_n` (the original).
+    ``"heun"``: the same predictor, then the trapezoidal corrector
+    :math:`Y_{n+1} = Y_n - \tfrac12[f(t_n, X_n, Y_n, Z_n) + f(t_{n+1}, X_{n+1}, \tilde Y_{n+1}, Z_{n+1})]\Delta t
+    + Z_n^\top\Delta W_n` (with :math:`Z_N := Z_{N-1}`), which removes the O(Δt) bias that the explicit
+    driver term leaves in :math:`Y_0` (e.g. about +0.23 % for Allen–Cahn with N = 20).
+    """
+    num_steps = dw.shape[1]
+    grid = time_grid(num_steps * dt, num_steps, dtype=x.dtype, device=x.device)
+    noise = (z * dw).sum(2, keepdim=True)  # Z_n . dW_n for every n at once: (batch, N, 1)
+    y = y0
+    for n in range(num_steps):
+        f_n = problem.driver(grid[n], x[:, n], y, z[:, n])
+        y_next = y - f_n * dt + noise[:, n]
+        if scheme == "heun":
+            z_next = z[:, n + 1] if n + 1 < num_steps else z[:, n]
+            f_next = problem.driver(grid[n + 1], x[:, n + 1], y_next, z_next)
+            y_next = y - 0.5 * (f_n + f_next) * dt + noise[:, n]
+        y = y_next
+    return y
+
+
+def terminal_loss(mismatch: torch.Tensor, clip: float | None) -> torch.Tensor:
+    r"""Mean of :math:`\delta^2`, or of the original's Huber-like clipped square when ``clip`` is set."""
+    if clip is None:
+        return mismatch.square().mean()
+    a = mismatch.abs()
+    return torch.where(a < clip, a.square(), 2 * clip * a - clip * clip).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepBSDE(Method):
+    """The deep BSDE solver's settings.
+
+    Parameters
+    ----------
+    num_steps:
+        Number ``N`` of time steps of the Euler scheme.
+    hidden:
+        Hidden widths of each step network; ``None`` gives the original's two layers of width ``d + 10``.
+    y0_range, z0_range:
+        :math:`Y_0` is initialised uniformly in ``y0_range``, each entry of :math:`Z_0` in ``z0_range``.
+    batch_norm:
+        Batch normalisation in the step networks, as in the original.
+    clip:
+        The original's loss clipping threshold (50); ``None`` for the plain square.
+    z_scale:
+        Factor applied to every step network's output; ``None`` means ``1/d`` as in the original code.
+    scheme:
+        ``"euler"`` (the original) or ``"heun"`` (trapezoidal driver term): see :func:`rollout`.
+    """
+
+    num_steps: int = 20
+    hidden: tuple[int, ...] | None = None
+    y0_range: tuple[float, float] = (0.0, 1.0)
+    z0_range: tuple[float, float] = (-0.1, 0.1)
+    batch_norm: bool = True
+    clip: float | None = 50.0
+    z_scale: float | None = None
+    scheme: str = "euler"
+    name: str = dataclasses.field(default="DeepBSDE", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
+            raise ConfigError(f"method.num_steps: expected a positive integer, received {describe(self.num_steps)}")
+        if self.hidden is not None:
+            hidden = _int_tuple("method.hidden", self.hidden)
+            object.__setattr__(self, "hidden", hidden)
+        object.__setattr__(self, "y0_range", _range("method.y0_range", self.y0_range))
+        object.__setattr__(self, "z0_range", _range("method.z0_range", self.z0_range))
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
+            raise ConfigError(f"method.clip: expected a positive number or None, received {describe(self.clip)}")
+        if self.scheme not in ("euler", "heun"):
+            raise ConfigError(f"method.scheme: expected 'euler' or 'heun', received {describe(self.scheme)}")
+        if self.z_scale is not None and not (isinstance(self.z_scale, (int, float)) and self.z_scale > 0):
+            raise ConfigError(f"method.z_scale: expected a positive number or None, received {describe(self.z_scale)}")
+
+    def check(self, problem: Problem) -> None:
+        if not isinstance(problem, Problem):
+            raise ConfigError(f"method DeepBSDE: needs a deepbsde.Problem (drift, diffusion, driver, terminal), "
+                              f"received {describe(problem)}")
+
+    def hidden_for(self, problem: Problem) -> tuple[int, ...]:
+        return self.hidden if self.hidden is not None else (problem.dim + 10, problem.dim + 10)
+
+    def build(self, problem: Problem, generator: torch.Generator) -> DeepBSDEModel:
+        lo, hi = self.y0_range
+        y0 = lo + (hi - lo) * torch.rand(1, generator=generator, dtype=torch.float64)
+        zlo, zhi = self.z0_range
+        z0 = zlo + (zhi - zlo) * torch.rand(problem.noise_dim, generator=generator, dtype=torch.float64)
+        nets = StepNets(max(self.num_steps - 1, 0), problem.dim, self.hidden_for(problem), problem.noise_dim,
+                        batch_norm=self.batch_norm, generator=generator)
+        scale = self.z_scale if self.z_scale is not None else 1.0 / problem.dim
+        return DeepBSDEModel(y0, z0, nets, scale)
+
+    def sample(self, problem: Problem, batch_size: int, generator: torch.Generator,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        dt = problem.horizon / self.num_steps
+        dw = brownian_increments(batch_size, self.num_steps, problem.noise_dim, dt, generator, dtype)
+        return simulate(problem, dw, dt), dw
+
+    def loss(self, model: DeepBSDEModel, problem: Problem, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, dw = batch
+        y0, z = model(x)
+        y_terminal = rollout(problem, y0, z, x, dw, problem.horizon / self.num_steps, self.scheme)
+        return terminal_loss(y_terminal - problem.terminal(x[:, -1]), self.clip)
+
+    def u0_tensor(self, model: DeepBSDEModel, problem: Problem) -> torch.Tensor:
+        return model.y0.detach()[0]
+
+    def estimate(self, model: DeepBSDEModel, problem: Problem) -> Estimate:
+        u0 = float(model.y0.detach()[0])
+        z0 = model.z0.detach().to(torch.float64).cpu()
+        x0 = problem.x0_tensor(torch.float64).unsqueeze(0)
+        sigma = problem.diffusion(torch.zeros((), dtype=torch.float64), x0)[0]
+        if problem.noise_type == "diagonal":
+            if bool((sigma == 0).any()):
+                return Estimate(u0, None, "σ(0, x0) has a zero diagonal entry: ∇u(0, x0) is not identified by Z0 = σᵀ∇u")
+            grad = z0 / sigma
+        else:
+            grad = torch.linalg.lstsq(sigma.T, z0.unsqueeze(1)).solution.squeeze(1)
+            if int(torch.linalg.matrix_rank(sigma)) < problem.dim:
+                return Estimate(u0, None, "σ(0, x0) has rank < d: ∇u(0, x0) is not identified by Z0 = σᵀ∇u")
+        return Estimate(u0, tuple(float(v) for v in grad))
+
+
+def _int_tuple(field: str, value: object) -> tuple[int, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{field}: expected a non-empty list of positive integers, received {describe(value)}")
+    return tuple(value)
+
+
+def _range(field: str, value: object) -> tuple[float, float]:
+    ok = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+          and value[0] <= value[1])
+    if not ok:
+        raise ConfigError(f"{field}: expected [low, high] with low <= high, received {describe(value)}")
+    return (float(value[0]), float(value[1]))
+

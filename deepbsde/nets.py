@@ -1,0 +1,117 @@
+r"""Networks. ``nn.Module`` lives here and only where parameters live.
+
+:class:`StepNets` holds the ``S`` per-time-step subnetworks of the deep BSDE method as stacked weight
+tensors and evaluates all of them in one batched matrix product per layer (``torch.bmm``), instead of a
+Python loop over ``S`` small networks. The forward paths do not depend on the networks, so every
+:math:`Z_n = \mathcal N_n(X_n)` can be computed at once.
+
+Architecture (Han, Jentzen & E, PNAS 2018, as in their code): per network
+``BN -> (Linear -> BN -> ReLU) x L -> Linear -> BN``, hidden linear layers without bias, batch
+normalisation with momentum 0.01 (Keras' 0.99), ε = 1e-6, β ~ N(0, 0.1²), γ ~ U(0.1, 0.5), Glorot-uniform
+weights. Without batch normalisation: ``(Linear+bias -> ReLU) x L -> Linear+bias``.
+
+:class:`MLP` is a plain fully connected network ``u(t, x)`` for the PINN method.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["StepNets", "MLP"]
+
+
+def _glorot(shape: tuple[int, ...], fan_in: int, fan_out: int, gen: torch.Generator) -> torch.Tensor:
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * limit
+
+
+class StepNets(nn.Module):
+    """``num_nets`` independent MLPs evaluated together: ``(B, S, d_in) -> (B, S, d_out)``.
+
+    Parameters are created on the CPU from ``generator`` in float64 and can be moved with ``.to()``,
+    so one seed gives one initialisation on every device and dtype.
+    """
+
+    def __init__(self, num_nets: int, d_in: int, hidden: Sequence[int], d_out: int, *,
+                 batch_norm: bool = True, generator: torch.Generator, momentum: float = 0.01,
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_nets, self.batch_norm, self.momentum, self.eps = num_nets, batch_norm, momentum, eps
+        widths = [d_in, *hidden, d_out]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            self.weights.append(nn.Parameter(_glorot((num_nets, a, b), a, b, generator)))
+            last = k == len(widths) - 2
+            if last or not batch_norm:
+                self.biases.append(nn.Parameter(torch.zeros(num_nets, 1, b, dtype=torch.float64)))
+        if batch_norm:
+            bn_widths = [d_in, *hidden, d_out]
+            # batch-norm parameters and statistics are flat (S*C,), matching the (B, S*C) view
+            self.gammas = nn.ParameterList(
+                nn.Parameter(0.1 + 0.4 * torch.rand(num_nets * w, generator=generator, dtype=torch.float64))
+                for w in bn_widths)
+            self.betas = nn.ParameterList(
+                nn.Parameter(0.1 * torch.randn(num_nets * w, generator=generator, dtype=torch.float64))
+                for w in bn_widths)
+            for k, w in enumerate(bn_widths):
+                self.register_buffer(f"running_mean{k}", torch.zeros(num_nets * w, dtype=torch.float64))
+                self.register_buffer(f"running_var{k}", torch.ones(num_nets * w, dtype=torch.float64))
+
+    def _bn(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Batch normalisation of ``h`` ``(B, S, C)`` over the batch, separately for each (net, feature):
+        one fused ``F.batch_norm`` call on the ``(B, S*C)`` view."""
+        batch, nets, width = h.shape
+        out = F.batch_norm(h.reshape(batch, nets * width), getattr(self, f"running_mean{k}"),
+                           getattr(self, f"running_var{k}"), self.gammas[k], self.betas[k],
+                           self.training, self.momentum, self.eps)
+        return out.view(batch, nets, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, S, d_in)`` (batch first, net second) -> ``(B, S, d_out)``."""
+        layers = len(self.weights)
+        h = self._bn(0, x) if self.batch_norm else x
+        for k in range(layers):
+            last = k == layers - 1
+            hs = h.transpose(0, 1)  # (S, B, C): a strided view, no copy
+            if last or not self.batch_norm:
+                hs = torch.baddbmm(self.biases[-1 if self.batch_norm else k], hs, self.weights[k])
+            else:
+                hs = torch.bmm(hs, self.weights[k])
+            h = hs.transpose(0, 1)
+            if self.batch_norm:
+                h = self._bn(k + 1, h)
+            if not last:
+                h = torch.relu(h)
+        return h
+
+
+class MLP(nn.Module):
+    """A fully connected network ``(batch, d_in) -> (batch, d_out)`` with ``tanh`` (or another)
+    activation, Glorot-uniform weights from ``generator``."""
+
+    def __init__(self, d_in: int, hidden: Sequence[int], d_out: int = 1, *, generator: torch.Generator,
+                 activation: str = "tanh") -> None:
+        super().__init__()
+        acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus}
+        if activation not in acts:
+            raise ValueError(f"activation: expected one of {sorted(acts)}, received {activation!r}")
+        widths = [d_in, *hidden, d_out]
+        layers: list[nn.Module] = []
+        for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            lin = nn.Linear(a, b, dtype=torch.float64)
+            with torch.no_grad():
+                lin.weight.copy_(_glorot((b, a), a, b, generator))
+                lin.bias.zero_()
+            layers.append(lin)
+            if k < len(widths) - 2:
+                layers.append(acts[activation]())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,47 @@
+"""The catalogue of benchmark PDEs: one module per equation, each a final :class:`deepbsde.problem.Problem`
+with its mathematics, source and exact solution or trusted reference value (``shared/references.md``).
+
+The command-line edge finds them through the ``deepbsde.equations`` entry-point group (``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+from .allen_cahn import AllenCahn
+from .barenblatt import BlackScholesBarenblatt
+from .basket import GeometricBasketCall
+from .burgers_1d import Burgers1D
+from .burgers_type import BurgersType
+from .default_risk import DefaultRisk
+from .diff_rates import DiffRates
+from .heat import HeatEquation
+from .hjb_lq import HJBLQ
+from .quadratic_gradient import QuadraticGradient
+from .reaction_diffusion import ReactionDiffusion
+
+__all__ = [
+    "AllenCahn",
+    "HJBLQ",
+    "DefaultRisk",
+    "DiffRates",
+    "BlackScholesBarenblatt",
+    "BurgersType",
+    "ReactionDiffusion",
+    "QuadraticGradient",
+    "GeometricBasketCall",
+    "HeatEquation",
+    "Burgers1D",
+    "CATALOGUE",
+]
+
+CATALOGUE = (
+    AllenCahn,
+    HJBLQ,
+    DefaultRisk,
+    DiffRates,
+    BlackScholesBarenblatt,
+    BurgersType,
+    ReactionDiffusion,
+    QuadraticGradient,
+    GeometricBasketCall,
+    HeatEquation,
+)
