@@ -1,0 +1,194 @@
+"""solve(): bad input is refused before training with messages naming the field, what was received and
+what was expected; the run folder is complete; a diverging run never reports a number."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import deepbsde
+from deepbsde import ConfigError, DivergenceError, Problem, ProblemError, TrainConfig
+from equations import HeatEquation
+
+TINY = TrainConfig(iterations=20, log_every=10, lr_values=(1e-2,))
+METHOD = deepbsde.DeepBSDE(num_steps=4, hidden=(8, 8))
+
+
+class Simple(Problem):
+    def drift(self, t, x):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t, x):
+        return torch.ones_like(x)
+
+    def driver(self, t, x, y, z):
+        return torch.zeros_like(y)
+
+    def terminal(self, x):
+        return (x * x).sum(1, keepdim=True)
+
+
+class BadDriver(Simple):
+    def driver(self, t, x, y, z):
+        return torch.zeros(x.shape[0], dtype=x.dtype)  # (batch,) instead of (batch, 1)
+
+
+class BadTerminal(Simple):
+    def terminal(self, x):
+        return (x * x)  # (batch, d) instead of (batch, 1)
+
+
+class BadDrift(Simple):
+    def drift(self, t, x):
+        return torch.zeros(x.shape[0], 1, dtype=x.dtype)
+
+
+class NotATensor(Simple):
+    def terminal(self, x):
+        return 1.0
+
+
+class GeneralWrongShape(Simple):
+    noise_type = "general"
+
+    def diffusion(self, t, x):
+        return torch.ones_like(x)  # general noise must be (batch, d, m)
+
+
+@pytest.mark.parametrize("cls, words", [
+    (BadDriver, ["driver", "(3, 1)", "(3,)"]),
+    (BadTerminal, ["terminal", "(3, 1)", "(3, 2)"]),
+    (BadDrift, ["drift", "(3, 2)", "(3, 1)"]),
+    (NotATensor, ["terminal", "tensor", "float"]),
+    (GeneralWrongShape, ["diffusion", "(3, 2, 2)", "(3, 2)"]),
+])
+def test_user_function_with_wrong_shape_is_refused_before_training(cls, words):
+    with pytest.raises(ProblemError) as err:
+        deepbsde.solve(cls(2, 1.0, 0.0), METHOD, train=TINY, out=False, progress=False)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(dim=2, horizon=0.0, x0=0.0), ["horizon", "0.0", "positive"]),
+    (dict(dim=2, horizon=-1.0, x0=0.0), ["horizon", "-1.0"]),
+    (dict(dim=2, horizon=float("inf"), x0=0.0), ["horizon", "inf"]),
+    (dict(dim=2, horizon=1.0, x0=float("nan")), ["x0", "nan", "finite"]),
+    (dict(dim=2, horizon=1.0, x0=[0.0, float("inf")]), ["x0", "inf", "coordinate 1"]),
+    (dict(dim=2, horizon=1.0, x0=[0.0, 1.0, 2.0]), ["x0", "length 3", "dim=2"]),
+    (dict(dim=0, horizon=1.0, x0=0.0), ["dim", "positive integer", "0"]),
+    (dict(dim=2.5, horizon=1.0, x0=0.0), ["dim", "2.5", "float"]),
+    (dict(dim=2, horizon="1", x0=0.0), ["horizon", "'1'", "str"]),
+])
+def test_bad_problem_fields(kwargs, words):
+    with pytest.raises(ProblemError) as err:
+        Simple(**kwargs)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_cuda_requested_without_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="cuda.*no CUDA device"):
+        deepbsde.solve(Simple(2, 1.0), METHOD, train=TINY, device="cuda", out=False)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(iterations=0), ["iterations", "positive integer", "0"]),
+    (dict(batch_size=2.5), ["batch_size", "2.5"]),
+    (dict(lr_values=(1e-2, 1e-3)), ["lr_values", "1 values", "received 2"]),
+    (dict(lr_values=(-1.0,)), ["lr_values", "positive"]),
+    (dict(lr_values=(1e-2, 1e-3), lr_boundaries=(10.5,)), ["lr_boundaries", "integers"]),
+    (dict(dtype="float16"), ["dtype", "float16", "float32"]),
+])
+def test_bad_train_config(kwargs, words):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**kwargs)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_unknown_train_key_from_mapping():
+    with pytest.raises(ConfigError, match="unknown key 'iteration'.*iterations"):
+        deepbsde.solve(Simple(2, 1.0), METHOD, train={"iteration": 5}, out=False)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(num_steps=0), ["num_steps", "positive integer"]),
+    (dict(hidden=(8, -1)), ["hidden", "positive integers"]),
+    (dict(y0_range=(1.0, 0.0)), ["y0_range", "low <= high"]),
+    (dict(scheme="rk4"), ["scheme", "'rk4'", "heun"]),
+])
+def test_bad_method_settings(kwargs, words):
+    with pytest.raises(ConfigError) as err:
+        deepbsde.DeepBSDE(**kwargs)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_bad_seed_and_method():
+    with pytest.raises(ConfigError, match="seed"):
+        deepbsde.solve(Simple(2, 1.0), METHOD, train=TINY, seed=-1, out=False)
+    with pytest.raises(ConfigError, match="method"):
+        deepbsde.solve(Simple(2, 1.0), "DeepBSDE", train=TINY, out=False)
+
+
+class Exploding(Simple):
+    """g(x) = sqrt(x_1): NaN as soon as a path goes negative, which happens on the first batch."""
+
+    def terminal(self, x):
+        return torch.sqrt(x[:, :1])
+
+
+def test_non_finite_loss_stops_with_a_message_and_no_result(tmp_path):
+    train = TrainConfig(iterations=50, log_every=5, max_rollbacks=2)
+    with pytest.raises(DivergenceError) as err:
+        deepbsde.solve(Exploding(2, 1.0, 1.0), METHOD, train=train, out=tmp_path / "run", progress=False)
+    text = str(err.value)
+    assert "non-finite" in text and "step 0" in text and "No result" in text
+    assert not (tmp_path / "run" / "summary.json").exists()
+    # the history written so far survives
+    assert (tmp_path / "run" / "history.csv").exists()
+
+
+def test_run_folder(tmp_path):
+    out = tmp_path / "run"
+    sol = deepbsde.solve(HeatEquation(dim=2), METHOD, train=TINY, seed=3, out=out, progress=False)
+    assert sol.run_dir == out
+    config = json.loads((out / "config.json").read_text())
+    assert config["problem"]["name"] == "HeatEquation" and config["seed"] == 3
+    assert config["method"]["num_steps"] == 4 and config["train"]["iterations"] == 20
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 10, 20]
+    assert float(rows[-1]["u0"]) == pytest.approx(sol.u0)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("equation", "method", "dim", "u0", "grad_u0", "reference", "relative_error", "seconds",
+                "iterations", "device"):
+        assert key in summary
+    assert summary["u0"] == sol.u0 and summary["reference"] == pytest.approx(2.0)
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_solution_fields():
+    sol = deepbsde.solve(HeatEquation(dim=2), METHOD, train=TINY, out=False, progress=False)
+    assert math.isfinite(sol.u0) and len(sol.grad_u0) == 2
+    assert sol.relative_error == pytest.approx(abs(sol.u0 - 2.0) / 2.0)
+    assert sol.history.column("step") == [0, 10, 20]
+    with pytest.raises(KeyError, match="expected one of"):
+        sol.history.column("y0")
+
+
+class ZeroSigmaAtX0(Simple):
+    def diffusion(self, t, x):
+        return x.clone()  # zero at x0 = 0: Z0 = σᵀ∇u says nothing about ∇u
+
+
+def test_grad_u0_unavailable_says_why():
+    sol = deepbsde.solve(ZeroSigmaAtX0(2, 1.0, 0.0), METHOD, train=TINY, out=False, progress=False)
+    with pytest.raises(AttributeError, match="not identified"):
+        _ = sol.grad_u0
+    assert sol.summary()["grad_u0"] is None
