@@ -131,6 +131,20 @@ def test_short_training_reaches_closed_form(problem, y0_range, tol):
     sol = deepbsde.solve(problem, method, train=QUICK, seed=0, out=False, progress=False)
     assert sol.relative_error is not None and sol.relative_error < tol, (sol.u0, sol.reference)
     assert math.isfinite(sol.history[-1].loss)
+    # a converged run: the trained Z removes most of the variance of g(X_T), no collapse warning
+    assert sol.extra["variance_explained"] > 0.5 and not sol.warnings
+
+
+def test_untrained_networks_are_flagged_as_possible_collapse():
+    """After 5 steps Z is still ~0: u0 is not the solution, and the summary says so."""
+    from equations import HJBLQ
+
+    method = deepbsde.DeepBSDE(num_steps=5, hidden=(8, 8))
+    sol = deepbsde.solve(HJBLQ(dim=5, lam=20.0), method, train=deepbsde.TrainConfig(iterations=5, log_every=5),
+                         out=False, progress=False)
+    assert sol.extra["variance_explained"] < 0.5
+    assert any("collapsed" in w for w in sol.warnings)
+    assert sol.summary()["variance_explained"] == sol.extra["variance_explained"]
 
 
 def test_gradient_of_heat_equation():
