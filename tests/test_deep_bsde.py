@@ -135,16 +135,26 @@ def test_short_training_reaches_closed_form(problem, y0_range, tol):
     assert sol.extra["variance_explained"] > 0.5 and not sol.warnings
 
 
-def test_untrained_networks_are_flagged_as_possible_collapse():
-    """After 5 steps Z is still ~0: u0 is not the solution, and the summary says so."""
+def test_collapse_and_noisy_step_networks_are_flagged():
+    """The report compares the trained Z with Z = 0: Z forced to 0 is a collapse; step networks whose
+    output is large noise do worse than Z = 0. Both give a warning; the summary carries the figures."""
     from equations import HJBLQ
 
+    problem = HJBLQ(dim=5, lam=20.0)
     method = deepbsde.DeepBSDE(num_steps=5, hidden=(8, 8))
-    sol = deepbsde.solve(HJBLQ(dim=5, lam=20.0), method, train=deepbsde.TrainConfig(iterations=5, log_every=5),
-                         out=False, progress=False)
-    assert sol.extra["variance_explained"] < 0.5
-    assert any("collapsed" in w for w in sol.warnings)
-    assert sol.summary()["variance_explained"] == sol.extra["variance_explained"]
+    model = method.build(problem, make_generator(0))
+    with torch.no_grad():
+        model.z0.zero_()
+        model.nets.gammas[-1].zero_()
+        model.nets.betas[-1].zero_()
+    collapsed = method.report(model, problem)
+    assert collapsed["terminal_mse"] == pytest.approx(collapsed["terminal_mse_z0"])
+    assert any(w.startswith("collapse") for w in collapsed["warnings"])
+    with torch.no_grad():
+        model.nets.gammas[-1].fill_(50.0)
+    noisy = method.report(model, problem)
+    assert noisy["terminal_mse"] > 1.1 * noisy["terminal_mse_z0"]
+    assert any("not learnt Z" in w for w in noisy["warnings"])
 
 
 def test_gradient_of_heat_equation():
