@@ -1,10 +1,11 @@
 """Training checkpoints: atomic writes, weights-only loads, fallback to the previous good one.
 
 A checkpoint is a dictionary of tensors and plain values (no pickled objects): the model and optimiser
-state dicts, the training random generator's state, the step, the learning-rate multiplier left by
-rollbacks, the history rows and the rollback records. It is written to ``ckpt-<step>.pt.tmp``, flushed
-and renamed to ``ckpt-<step>.pt`` so that a killed process never leaves a half-written checkpoint under
-the final name. Loading uses ``torch.load(weights_only=True)``, which refuses arbitrary objects.
+state dicts, every rank's training random generator state and the number of ranks, the step, the
+learning-rate multiplier left by rollbacks, the history rows and the rollback records, and a fingerprint of
+the run's settings. :func:`deepbsde.solve` saves only validated states (logged steps that passed the
+divergence check). It is written to ``ckpt-<step>.pt.tmp``, flushed and renamed to ``ckpt-<step>.pt``
+so that a killed process never leaves a half-written checkpoint under the final name. Loading uses ``torch.load(weights_only=True)``, which refuses arbitrary objects.
 """
 
 from __future__ import annotations
@@ -33,14 +34,34 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{step:08d}.pt"
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save({"format_version": FORMAT_VERSION, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format_version": FORMAT_VERSION, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # an exception (not a kill) leaves no partial file behind
+        raise
+    _fsync_dir(directory)  # make the rename itself durable before older checkpoints are deleted
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in directory.glob("ckpt-*.pt.tmp"):  # left by a process killed while writing
+        stale.unlink(missing_ok=True)
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on this platform (e.g. Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

@@ -78,6 +78,9 @@ def _solve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--resume: {saved} was not written by the command line (no run_config)")
         if args.config is not None:
             raise ConfigError("--resume: give either a config file or --resume RUN_DIR, not both")
+        if args.out is not None and Path(args.out) != run_dir:
+            raise ConfigError(f"--resume: continues in its own folder {str(run_dir)!r}; "
+                              f"received --out {args.out!r} too")
         out, resume = run_dir, True
     else:
         if args.config is None:
@@ -86,19 +89,22 @@ def _solve(args: argparse.Namespace) -> int:
         out, resume = (Path(args.out) if args.out else None), False
     config = check_sections(apply_overrides(config, args.overrides))
     problem, method, train, seed = build_from_config(config)
-    device = resolve_device(args.device)
+    device = distributed.local_device(resolve_device(args.device))
     in_group = distributed.init_from_env(device)
     rank, world_size = distributed.world()
-    if in_group and out is None:
-        raise ConfigError("--out: a multi-process run needs an explicit run folder shared by every rank")
     try:
+        if in_group and out is None:
+            raise ConfigError("--out: a multi-process run needs an explicit run folder shared by every rank "
+                              "(each rank would otherwise make its own timestamped folder)")
         solution = solve(problem, method, train=train, seed=seed, device=device, out=out, resume=resume,
                          progress=False if args.no_progress or rank != 0 else None, run_config=config)
+        # every rank waits until rank 0 has written its checkpoint and summary: a rank that tears the group
+        # down and exits while another still uses it can abort at exit (seen with gloo). Only on success: a
+        # rank that failed alone must exit, so that torchrun stops the others.
+        distributed.barrier(world_size)
     finally:
         if in_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            distributed.shutdown()
     if rank != 0:
         return 0
     summary = solution.summary()

@@ -33,7 +33,9 @@ class TrainConfig:
     dtype:
         ``"float32"`` (fast) or ``"float64"``.
     checkpoint_every:
-        Write a checkpoint every this many steps into the run folder (``0``: none).
+        Write a checkpoint every this many steps into the run folder (``0``: none). A checkpoint holds a
+        validated state: it is written at the first logged step (``log_every``) at or after each multiple
+        of ``checkpoint_every``, and at the last step.
     max_rollbacks:
         How many times a non-finite or exploding loss rolls back to the last good state with the
         learning rate multiplied by ``rollback_lr_factor`` before training stops with an error.

@@ -15,8 +15,8 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-__all__ = ["world", "init_from_env", "allreduce_gradients", "broadcast_module", "broadcast_floats",
-           "gather_tensors"]
+__all__ = ["world", "local_device", "init_from_env", "barrier", "shutdown", "allreduce_gradients",
+           "broadcast_module", "broadcast_floats", "gather_tensors"]
 
 
 def world() -> tuple[int, int]:
@@ -24,6 +24,17 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Under torchrun, ``cuda`` (no index) means this process's own GPU, ``cuda:<LOCAL_RANK>`` (every rank
+    on GPU 0 would make NCCL fail or hang); anything else is returned unchanged."""
+    if (device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and "LOCAL_RANK" in os.environ):
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % max(torch.cuda.device_count(), 1))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -36,6 +47,18 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
+def barrier(world_size: int) -> None:
+    """Wait for every rank (a no-op for a single process)."""
+    if world_size > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Destroy the default process group, if one is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _comm_device(t: torch.Tensor) -> torch.Tensor:
     if dist.get_backend() == "nccl" and t.device.type != "cuda":
         return t.cuda()
@@ -46,25 +69,35 @@ def allreduce_gradients(model: nn.Module, world_size: int) -> None:
     """Average every parameter's gradient over the ranks in place."""
     if world_size == 1:
         return
-    params = [p for p in model.parameters() if p.grad is not None]
-    grads = [p.grad for p in params]
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat.div_(world_size)
-    for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-        g.copy_(synced)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for group in _by_dtype(grads):
+        flat = _comm_device(_flatten_dense_tensors(group))
+        dist.all_reduce(flat)
+        flat.div_(world_size)
+        for g, synced in zip(group, _unflatten_dense_tensors(flat, group)):
+            g.copy_(synced)
 
 
 def broadcast_module(model: nn.Module, world_size: int) -> None:
     """Copy rank 0's parameters and buffers (e.g. batch-norm statistics) to every rank."""
     if world_size == 1:
         return
-    tensors = [*model.parameters(), *model.buffers()]
+    tensors = [t.data for t in (*model.parameters(), *model.buffers())]
     with torch.no_grad():
-        flat = _flatten_dense_tensors([t.data for t in tensors])
-        dist.broadcast(flat, src=0)
-        for t, synced in zip(tensors, _unflatten_dense_tensors(flat, [t.data for t in tensors])):
-            t.data.copy_(synced)
+        for group in _by_dtype(tensors):
+            flat = _comm_device(_flatten_dense_tensors(group))
+            dist.broadcast(flat, src=0)
+            for t, synced in zip(group, _unflatten_dense_tensors(flat, group)):
+                t.copy_(synced)
+
+
+def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """``tensors`` grouped by (dtype, device), in a fixed order: flattening mixed dtypes together would
+    promote them (an int64 counter would round-trip through float32)."""
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.dtype, t.device), []).append(t)
+    return list(groups.values())
 
 
 def broadcast_floats(values: list[float], world_size: int, device: torch.device) -> list[float]:

@@ -100,7 +100,8 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
     Parameters
     ----------
     problem:
-        A :class:`~deepbsde.Problem`.
+        A :class:`~deepbsde.Problem`, or a :class:`~deepbsde.ResidualProblem` (a PDE stated by its residual,
+        for the PINN method only).
     method:
         :class:`~deepbsde.DeepBSDE` (the default) or :class:`~deepbsde.PINN`.
     train:
@@ -161,10 +162,21 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
         if found is not None:
             state, path, skipped = found
             _check_fingerprint(state, problem, method, train, seed, path)
+            saved_world = int(state.get("world_size", len(state["rng"])))
+            if saved_world != world_size:
+                raise CheckpointError(f"checkpoint {path} was written by a run of {saved_world} process(es); "
+                                      f"this run has {world_size}: resume with the same number of processes")
+            if int(state["loop"]["step"]) > train.iterations:
+                raise ConfigError(f"train.iterations: checkpoint {path} is at step {state['loop']['step']}, beyond "
+                                  f"the {train.iterations} iterations asked for; expected at least that many")
             _restore(state, model, optimizer, gen, loop, rank)
             warnings.extend(f"skipped unreadable checkpoint: {s}" for s in skipped)
             log.info("resumed from %s at step %d", path, loop.step)
+        else:
+            warnings.append(f"resume: no checkpoint in {run_dir / 'checkpoints'}; started from step 0")
+            log.warning("resume: no checkpoint in %s; starting from step 0", run_dir / "checkpoints")
     if rank == 0 and run_dir is not None:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a stale result must not outlive this run
         config = {"problem": problem.describe(), "method": method.describe(), "train": train.to_dict(),
                   "seed": seed, "device": str(dev), "world_size": world_size,
                   "versions": {"python": platform.python_version(), "torch": torch.__version__}}
@@ -197,6 +209,11 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
                     train_mean = distributed.broadcast_floats([train_mean], world_size, dev)[0]
                 reason = _divergence(valid_loss, train_mean, count, u0, loop.best_loss, train.explode_factor)
                 if reason is not None:
+                    if step == 0:  # nothing trained yet: rolling back cannot help
+                        raise DivergenceError(
+                            f"training stopped: {reason} at step 0, before any training step: the problem's "
+                            f"terminal or driver is non-finite on simulated paths (not only at x0), or "
+                            f"method.y0_range is extreme. No result is reported.")
                     if len(loop.rollbacks) >= train.max_rollbacks:
                         raise DivergenceError(
                             f"training stopped: {reason} at step {step} after {len(loop.rollbacks)} rollback(s) "
@@ -230,11 +247,15 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
                 train_sum.zero_()
                 loop.train_sum, loop.train_count = 0.0, 0
                 good = _snapshot(model, optimizer, gen, loop)
-            if (train.checkpoint_every and run_dir is not None and step > saved_at
-                    and (step % train.checkpoint_every == 0 or step == train.iterations)):
-                loop.train_sum = float(train_sum)
-                _save(run_dir, model, optimizer, gen, loop, problem, method, train, seed, rank, world_size)
-                saved_at = step
+                # Checkpoints hold validated states only (a logged step whose loss passed the divergence
+                # check): the first logged step at or after each multiple of checkpoint_every, and the last.
+                # A state between logged steps could already be non-finite, and a resumed run's rollback
+                # target would then differ from the uninterrupted run's.
+                if (train.checkpoint_every and run_dir is not None and step > saved_at
+                        and (step // train.checkpoint_every > saved_at // train.checkpoint_every
+                             or step == train.iterations)):
+                    _save(run_dir, good, problem, method, train, seed, rank, world_size)
+                    saved_at = step
             if step >= train.iterations:
                 break
             lr = train.lr(step) * loop.lr_scale
@@ -308,8 +329,9 @@ def _record_metrics(method: Method, model: torch.nn.Module, problem: Problem, st
 
 
 def _extra(report: dict[str, Any], finetuned: dict[str, Any] | None, warnings: list[str]) -> dict[str, Any]:
-    """The method's report plus what its finetune phase returned (whose warnings join ``warnings``)."""
+    """The method's report plus what its finetune phase returned (the warnings of both join ``warnings``)."""
     out = dict(report)
+    warnings.extend(out.pop("warnings", []))
     if finetuned:
         finetuned = dict(finetuned)
         warnings.extend(finetuned.pop("warnings", []))
@@ -393,7 +415,8 @@ def _fingerprint(problem: Problem, method: Method, train: TrainConfig, seed: int
     import json
 
     data = {"problem": problem.describe(), "method": method.describe(), "seed": seed,
-            "train": {k: v for k, v in train.to_dict().items() if k not in ("checkpoint_every", "iterations")}}
+            "train": {k: v for k, v in train.to_dict().items()
+                      if k not in ("checkpoint_every", "iterations", "max_rollbacks", "compile")}}
     return json.dumps(data, sort_keys=True, default=str)
 
 
@@ -405,12 +428,13 @@ def _check_fingerprint(state: dict[str, Any], problem: Problem, method: Method, 
                               f"or seed differ): saved {state.get('fingerprint')}, now {mine}")
 
 
-def _save(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator,
-          loop: _Loop, problem: Problem, method: Method, train: TrainConfig, seed: int, rank: int,
-          world_size: int) -> None:
-    state = _snapshot(model, optimizer, gen, loop)
-    state["rng"] = distributed.gather_tensors(gen.get_state(), world_size)
+def _save(run_dir: Path, snapshot: dict[str, Any], problem: Problem, method: Method, train: TrainConfig,
+          seed: int, rank: int, world_size: int) -> None:
+    """Write ``snapshot`` (this rank's :func:`_snapshot`) as a checkpoint with every rank's generator state
+    (collective: every rank calls it; rank 0 writes)."""
+    rng = distributed.gather_tensors(snapshot["rng"][0], world_size)
     if rank != 0:
         return
-    state["fingerprint"] = _fingerprint(problem, method, train, seed)
-    save_checkpoint(run_dir / "checkpoints", loop.step, state)
+    state = dict(snapshot, rng=[r.cpu() for r in rng], world_size=world_size,
+                 fingerprint=_fingerprint(problem, method, train, seed))
+    save_checkpoint(run_dir / "checkpoints", int(snapshot["loop"]["step"]), state)

@@ -2,6 +2,10 @@
 with its mathematics, source and exact solution or trusted reference value (``shared/references.md``).
 
 The command-line edge finds them through the ``deepbsde.equations`` entry-point group (``pyproject.toml``).
+
+``CATALOGUE`` holds the ten FBSDE problems (``shared/references.md``). :class:`Burgers1D` is exported and
+registered too, but it is a :class:`deepbsde.ResidualProblem` (a PDE stated by its residual, with an initial
+condition and a boundary): the PINN method solves it, the deep BSDE method refuses it.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ are listed in ``../shared/references.md`` and printed by ``scripts/references.py
                                        Black–Scholes and geometric-basket closed forms
 :mod:`.monte_carlo`                    Feynman–Kac Monte Carlo for any problem with a linear driver
 :mod:`.noncentral_chi2`                log-space expectations over (noncentral) χ² laws
+:mod:`.burgers`                        viscous Burgers (1-D): Cole–Hopf quadrature, finite differences
 =====================================  =========================================================
 """
 
 from .allen_cahn import (Refinement, allen_cahn_grid, allen_cahn_profile, allen_cahn_refinement,
                          allen_cahn_value)
+from .burgers import burgers_cole_hopf, burgers_finite_difference
 from .bounds import (black_scholes_call, default_risk_bounds, diff_rates_linear_prices, diff_rates_lower_bound,
                      expected_max_call_lognormal, expected_min_lognormal, geometric_basket_call)
 from .hjb_lq import hjb_lq_monte_carlo, hjb_lq_uncontrolled, hjb_lq_value
@@ -28,5 +30,6 @@ __all__ = [
     "default_risk_bounds", "diff_rates_lower_bound", "diff_rates_linear_prices", "expected_min_lognormal",
     "expected_max_call_lognormal", "black_scholes_call", "geometric_basket_call",
     "feynman_kac", "MonteCarloEstimate",
+    "burgers_cole_hopf", "burgers_finite_difference",
     "log_expectation", "ncx2_logpdf",
 ]
