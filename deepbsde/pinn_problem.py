@@ -21,13 +21,12 @@ method (:class:`deepbsde.methods.pinn.PINN`).
 from __future__ import annotations
 
 import abc
-import inspect
 from typing import ClassVar, Literal, Sequence
 
 import torch
 
 from .errors import ProblemError, describe
-from .problem import Reference, _check_dim, _check_horizon, _check_x0
+from .problem import Reference, _check_dim, _check_horizon, _check_x0, describe_keywords
 
 __all__ = ["ResidualProblem", "Derivatives", "check_residual_problem"]
 
@@ -203,12 +202,7 @@ class ResidualProblem(abc.ABC):
 
     def describe(self) -> dict[str, object]:
         """The constructor keywords and their values, for run folders and reports."""
-        out: dict[str, object] = {"name": self.name}
-        for key in inspect.signature(type(self).__init__).parameters:
-            if key != "self" and hasattr(self, key):
-                value = getattr(self, key)
-                out[key] = list(value) if isinstance(value, tuple) else value
-        return out
+        return describe_keywords(self)
 
     def __repr__(self) -> str:
         items = self.describe()

@@ -159,12 +159,7 @@ class Problem(abc.ABC):
 
     def describe(self) -> dict[str, object]:
         """The constructor keywords and their values, for run folders and reports."""
-        out: dict[str, object] = {"name": self.name}
-        for key in inspect.signature(type(self).__init__).parameters:
-            if key != "self" and hasattr(self, key):
-                value = getattr(self, key)
-                out[key] = list(value) if isinstance(value, tuple) else value
-        return out
+        return describe_keywords(self)
 
     def __repr__(self) -> str:
         items = self.describe()
@@ -174,6 +169,17 @@ class Problem(abc.ABC):
             items["x0"] = x0[0]
         args = ", ".join(f"{k}={v!r}" for k, v in items.items())
         return f"{self.name}({args})"
+
+
+def describe_keywords(obj: object) -> dict[str, object]:
+    """``{"name": class name, keyword: value, ...}`` for every constructor keyword stored as an attribute of
+    the same name (the convention of every problem class)."""
+    out: dict[str, object] = {"name": type(obj).__name__}
+    for key in inspect.signature(type(obj).__init__).parameters:
+        if key != "self" and hasattr(obj, key):
+            value = getattr(obj, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 # --- validation at the boundary ------------------------------------------------------------------
