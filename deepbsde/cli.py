@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (config, problem, device, checkpoint), 3 trai
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import logging
 import sys
@@ -160,6 +161,7 @@ def _list() -> int:
     for name, ep in sorted(equation_registry().items()):
         cls = ep.load()
         title = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        title = re.sub(r":math:`([^`]*)`", r"\1", title).replace("``", "")  # docstring markup off
         try:
             ref = cls().reference()
         except Exception as exc:  # a catalogue entry whose reference fails must not hide the others

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 

@@ -47,16 +47,29 @@ BASE: dict[str, dict[str, dict[str, Any]]] = {
     },
     "HJBLQ": {
         "equation": {"name": "HJBLQ", "dim": 100, "horizon": 1.0, "x0": 0.0, "lam": 1.0},
-        "method": {"name": "DeepBSDE", "num_steps": 20, "y0_range": [0.0, 1.0]},
+        # Y0 starts near E[g(X_T)] (4.6 at d = 100: a Monte Carlo mean, known before training): from the
+        # original [0, 1] it cannot reach u ~ 4.6 in 1000 Adam steps with this schedule
+        "method": {"name": "DeepBSDE", "num_steps": 20, "y0_range": [4.0, 5.0]},
         "train": {"iterations": 1000, "batch_size": 64, "valid_size": 256, "lr_values": [1e-2, 1e-3, 1e-4],
                   "lr_boundaries": [500, 800], "log_every": 100, "dtype": "float32"},
     },
 }
 
 
-# HJBLQ at d >= 1000: u(0, 0) is near ln(d) ~ 6.9, out of reach of Y0 from [0, 1] in a few hundred Adam steps;
-# like the original's per-equation Y0 ranges, the dims study starts it in this range there.
-BIG_D_Y0_RANGE = (5.0, 8.0)
+
+
+def hjb_y0_range(dim: int, horizon: float = 1.0) -> list[float]:
+    """HJBLQ's Y0 start in the dims study: ±0.5 around ln E[(1 + |X_T|²)/2] = ln((1 + 2dT)/2), Jensen's upper
+    bound of E g(X_T) (u(0, 0) grows like ln d: 2.16, 4.59, 6.91 at d = 10, 100, 1000)."""
+    c = math.log((1 + 2 * dim * horizon) / 2)
+    return [round(c - 0.5, 3), round(c + 0.5, 3)]
+
+
+def allen_cahn_y0_range(dim: int, horizon: float = 0.3) -> list[float]:
+    """AllenCahn's Y0 start in the dims study: [0.5, 1.5] x g at E|X_T|² = 2dT, i.e. 1 / (2 + 0.8 d T)
+    (u(0, 0) = 0.3165, 0.0528, 0.0056 at d = 10, 100, 1000 falls like 1/d: a fixed range cannot serve all d)."""
+    c = 1.0 / (2 + 0.4 * 2 * dim * horizon)
+    return [round(0.5 * c, 6), round(1.5 * c, 6)]
 
 
 # --------------------------------------------------------------------------------------------- numerics
@@ -211,11 +224,15 @@ def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
     agg = mean_by(rows, keys)
     u0 = mean_by(rows, keys, "u0")
     sec = mean_by(rows, keys, "seconds")
+    ve = mean_by(rows, keys, "variance_explained")
     ref = {tuple(r[k] for k in keys): r.get("reference") for r in rows}
-    head = "| " + " | ".join(keys) + " | u0 (mean) | reference | rel. error (mean) | s (mean) |"
-    lines = [head, "|" + "---|" * (len(keys) + 4)]
+    head = ("| " + " | ".join(keys) + " | u0 (mean) | reference | signed error (u0 − ref)/ref | rel. error (mean) "
+            "| variance explained | s (mean) |")
+    lines = [head, "|" + "---|" * (len(keys) + 6)]
     for k in sorted(agg, key=lambda t: tuple(str(v) if isinstance(v, str) else f"{v:012.4f}" for v in t)):
-        lines.append("| " + " | ".join(str(v) for v in k) + f" | {u0[k]:.6g} | {ref[k]:.6g} | {agg[k]:.3%} | {sec[k]:.0f} |")
+        v = f"{ve[k]:.2f}" if k in ve else "–"
+        lines.append("| " + " | ".join(str(v) for v in k) + f" | {u0[k]:.6g} | {ref[k]:.6g} | {(u0[k] - ref[k]) / ref[k]:+.3%} "
+                     f"| {agg[k]:.3%} | {v} | {sec[k]:.0f} |")
     return "\n".join(lines)
 
 
@@ -223,7 +240,7 @@ def _settings_text(extra: str = "") -> str:
     a, h = BASE["AllenCahn"]["train"], BASE["HJBLQ"]["train"]
     return (f"Settings: DeepBSDE, two hidden layers of width d + 10 with batch norm, float32, one thread; AllenCahn "
             f"(T = 0.3, Y0 init in [0.3, 0.6]) {a['iterations']} Adam steps, lr {a['lr_values']} at {a['lr_boundaries']}; "
-            f"HJBLQ (λ = 1, Y0 init in [0, 1]) {h['iterations']} steps, lr {h['lr_values']} at {h['lr_boundaries']}; "
+            f"HJBLQ (λ = 1, Y0 init in [4, 5], near E g(X_T)) {h['iterations']} steps, lr {h['lr_values']} at {h['lr_boundaries']}; "
             f"batch 64, N = 20 unless varied. {extra}").strip()
 
 
@@ -250,6 +267,29 @@ def study_steps(out: Path, seeds: Sequence[int], invocation: str, jobs: int,
             lines.append(f"- {eq}, {s}: errors " + ", ".join(f"N={n}: {e:.3%}" for n, e in zip(ns, errs))
                          + f"; fitted slope of log error vs log Δt = **{slope:.2f}** over all N"
                          + (f" ({slope_coarse:.2f} over N = {ns[0]}–{ns[min(2, len(ns) - 1)]})" if len(ns) > 2 else ""))
+        # Euler minus Heun at the same seed (same initialisation, same batches): the training error common to
+        # both cancels to first order and what is left is the Euler scheme's bias
+        u0 = {(r["scheme"], r["num_steps"], r["seed"]): (r["u0"], r["reference"]) for r in rows
+              if r["equation"] == eq and r["u0"] is not None}
+        diffs = {}
+        for (s_, n, seed), (u, ref) in u0.items():
+            if s_ == "euler" and ("heun", n, seed) in u0:
+                diffs.setdefault(n, []).append((u - u0[("heun", n, seed)][0]) / ref)
+        ns = [n for n in steps if n in diffs]
+        if ns:
+            d_mean = [statistics.fmean(diffs[n]) for n in ns]
+            dts = [horizon / n for n in ns]
+            slope, _ = fit_loglog_slope(dts, [abs(v) for v in d_mean])
+            key = f"{eq} |euler − heun|"
+            series[key], slopes[key] = (dts, [abs(v) for v in d_mean]), slope
+            text = (f"- {eq}, paired difference (Euler − Heun)/ref at the same seed: "
+                    + ", ".join(f"N={n}: {v:+.3%}" for n, v in zip(ns, d_mean))
+                    + f"; fitted slope = **{slope:.2f}**")
+            if eq == "AllenCahn":
+                pred = [((1 - horizon / n) ** (-n) * math.exp(-horizon) - 1) for n in ns]
+                text += ("; the Euler bias of the linear part f = y alone, (1 − Δt)^(−N) e^(−T) − 1, predicts "
+                         + ", ".join(f"{p:+.3%}" for p in pred))
+            lines.append(text)
     _plot(series, "Δt = T / N", "relative error against the time step (Euler vs Heun)",
           out / "convergence" / "steps.png", slopes=slopes)
     text = "\n".join(["## Convergence: number of time steps", "",
@@ -266,8 +306,10 @@ def study_dims(out: Path, seeds: Sequence[int], invocation: str, jobs: int, dims
         for d in dims:
             its = big_iterations if d >= 1000 else None
             cfg = make_config(eq, dim=d, iterations=its)
-            if eq == "HJBLQ" and d >= 1000:
-                cfg["method"]["y0_range"] = list(BIG_D_Y0_RANGE)
+            if eq == "HJBLQ":
+                cfg["method"]["y0_range"] = hjb_y0_range(d, cfg["equation"]["horizon"])
+            else:
+                cfg["method"]["y0_range"] = allen_cahn_y0_range(d, cfg["equation"]["horizon"])
             points.append((eq, {"study": "dims"}, cfg))
     rows = run_grid(out, points, seeds, invocation, jobs)
     write_rows(rows, out / "convergence" / "dims.csv")
@@ -279,15 +321,16 @@ def study_dims(out: Path, seeds: Sequence[int], invocation: str, jobs: int, dims
              for eq in equations]
     return "\n".join(["## Convergence: dimension", "",
                       _settings_text(f"At d ≥ 1000 only {big_iterations} iterations (learning-rate boundaries "
-                                     f"scaled alike) so that it fits the time available, and HJBLQ's Y0 initialised "
-                                     f"in {list(BIG_D_Y0_RANGE)} (u ≈ ln d there). Seeds: {' '.join(map(str, seeds))}."),
+                                     f"scaled alike) so that it fits the time available;"
+                                     f" HJBLQ's Y0 initialised within ±0.5 of ln((1 + 2d)/2) (Jensen's bound on E g(X_T)), "
+                                     f"AllenCahn's in [0.5, 1.5] / (2 + 0.8 d T) (g at E|X_T|²), at every d. Seeds: {' '.join(map(str, seeds))}."),
                       "", _table(rows, ("equation", "dim", "iterations")), "", *lines, "",
                       "Plot: [convergence/dims.png](convergence/dims.png); data: convergence/dims.csv.", ""])
 
 
 def study_batch(out: Path, seeds: Sequence[int], invocation: str, jobs: int, batches: Sequence[int] = (16, 64, 256),
-                equations: Sequence[str] = ("HJBLQ", "AllenCahn")) -> str:
-    points = [(eq, {"study": "batch"}, make_config(eq, batch_size=b)) for eq in equations for b in batches]
+                equations: Sequence[str] = ("HJBLQ", "AllenCahn"), scheme: str = "euler") -> str:
+    points = [(eq, {"study": "batch"}, make_config(eq, batch_size=b, scheme=scheme)) for eq in equations for b in batches]
     rows = run_grid(out, points, seeds, invocation, jobs)
     write_rows(rows, out / "convergence" / "batch.csv")
     agg = mean_by(rows, ("equation", "batch_size"))
@@ -297,7 +340,8 @@ def study_batch(out: Path, seeds: Sequence[int], invocation: str, jobs: int, bat
     _plot(series, "batch size", "relative error against the batch size", out / "convergence" / "batch.png", slopes=slopes)
     lines = [f"- {eq}: " + ", ".join(f"batch {b}: {agg[(eq, b)]:.3%}" for b in batches if (eq, b) in agg)
              + f"; fitted slope of log error vs log batch = {slopes[eq]:.2f}" for eq in equations]
-    return "\n".join(["## Convergence: batch size", "", _settings_text(f"Seeds: {' '.join(map(str, seeds))}."), "",
+    return "\n".join(["## Convergence: batch size", "",
+                      _settings_text(f"Scheme: {scheme}. Seeds: {' '.join(map(str, seeds))}."), "",
                       _table(rows, ("equation", "batch_size")), "", *lines, "",
                       "Plot: [convergence/batch.png](convergence/batch.png); data: convergence/batch.csv.", ""])
 
@@ -310,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each single-threaded)")
     p.add_argument("--equations", nargs="+", choices=tuple(BASE), default=None)
     p.add_argument("--big-iterations", type=int, default=300, help="dims: iterations at d >= 1000")
+    p.add_argument("--scheme", choices=("euler", "heun"), default="euler", help="batch: the Y scheme of every run")
     p.add_argument("--iterations", type=int, default=None, help="iterations of every run (lr boundaries scaled)")
     args = p.parse_args(argv)
     if args.iterations is not None:
@@ -323,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.study == "dims":
         text = study_dims(args.out, args.seeds, invocation, args.jobs, big_iterations=args.big_iterations, **kw)
     else:
-        text = study_batch(args.out, args.seeds, invocation, args.jobs, **kw)
+        text = study_batch(args.out, args.seeds, invocation, args.jobs, scheme=args.scheme, **kw)
     text += f"\nCommand: `{invocation}`\n"
     bm.upsert_section(args.out / "results.md", f"convergence-{args.study}", text)
     print(text)

@@ -70,11 +70,11 @@ def rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor
     y = y0
     for n in range(num_steps):
         f_n = problem.driver(ts[n], xs[n], y, zs[n])
-        y_next = y - f_n * dt + noise[n]
+        base = y + noise[n]
+        y_next = base - f_n * dt
         if scheme == "heun":
             z_next = zs[n + 1] if n + 1 < num_steps else zs[n]
-            f_next = problem.driver(ts[n + 1], xs[n + 1], y_next, z_next)
-            y_next = y - 0.5 * (f_n + f_next) * dt + noise[n]
+            y_next = base - (f_n + problem.driver(ts[n + 1], xs[n + 1], y_next, z_next)) * (0.5 * dt)
         y = y_next
     return y
 
