@@ -23,12 +23,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
 from .config import TrainConfig
-from .configfile import build_from_config, method_registry
+from .configfile import build_from_config, method_registry, parse_value, read_toml
 from .errors import ConfigError, describe
 from .methods.base import Method
 from .pinn_problem import ResidualProblem
@@ -41,14 +40,7 @@ SECTIONS = ("equation", "train", "methods")
 
 def load_compare_config(path: str | Path) -> dict[str, Any]:
     """Read a compare config (TOML) and check its sections."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: no such file {str(path)!r}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
-    return check_compare_sections(data, str(path))
+    return check_compare_sections(read_toml(path), str(path))
 
 
 def check_compare_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
@@ -90,10 +82,7 @@ def apply_compare_overrides(config: dict[str, Any], assignments: list[str]) -> d
         parts = [p.strip() for p in lhs.split(".")]
         if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"--set: expected section.key=value, received {text!r}")
-        try:
-            value = tomllib.loads(f"v = {rhs.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = rhs.strip()
+        value = parse_value(rhs)
         section = parts[0]
         if section in ("equation", "train") and len(parts) == 2:
             config[section][parts[1]] = value

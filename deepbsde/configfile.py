@@ -79,16 +79,20 @@ def lookup_equation(name: object) -> type[Problem] | type[ResidualProblem]:
     return cls
 
 
-def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read a TOML config and check its sections."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML file at ``path``; a missing file or invalid TOML is a :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: no such file {str(path)!r}")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
-    return check_sections(data, str(path))
+
+
+def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a TOML config and check its sections."""
+    return check_sections(read_toml(path), str(path))
 
 
 def check_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, dict[str, Any]]:
@@ -107,6 +111,14 @@ def check_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, 
     return out
 
 
+def parse_value(text: str) -> Any:
+    """A ``--set`` value read as TOML (``2``, ``0.5``, ``[1, 2]``, ``true``), or the plain string if it is not."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
 def apply_overrides(config: dict[str, dict[str, Any]], assignments: list[str]) -> dict[str, dict[str, Any]]:
     """Apply ``section.key=value`` strings; values are read as TOML (``2``, ``0.5``, ``[1, 2]``, ``true``),
     and as a plain string if they are not valid TOML."""
@@ -118,11 +130,7 @@ def apply_overrides(config: dict[str, dict[str, Any]], assignments: list[str]) -
             raise ConfigError(f"--set: expected section.key=value, received {text!r}")
         if section not in SECTIONS:
             raise ConfigError(f"--set {text!r}: unknown section {section!r}; expected one of: {', '.join(SECTIONS)}")
-        try:
-            value = tomllib.loads(f"v = {rhs.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = rhs.strip()
-        config[section][key.strip()] = value
+        config[section][key.strip()] = parse_value(rhs)
     return config
 
 
