@@ -109,7 +109,6 @@ def _solve(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0
     summary = solution.summary()
-    summary["world_size"] = world_size
     print(_human(solution))
     if args.json:
         print(json.dumps(summary))

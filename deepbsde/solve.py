@@ -305,6 +305,7 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
         reference = None
         warnings.append(f"reference could not be computed: {type(exc).__name__}: {exc}")
     extra = _extra(method.report(model, problem), finetuned, warnings)
+    extra["world_size"] = world_size
     solution = Solution(problem=problem.name, method=method.name, dim=problem.dim, u0=est.u0,
                         _grad_u0=est.grad_u0, history=History(tuple(loop.history), tuple(loop.metrics)),
                         reference=reference,

@@ -60,6 +60,7 @@ def test_torchrun_cli_two_processes(tmp_path: Path) -> None:
     assert len(list((run / "tensorboard").iterdir())) == 1
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt-00000200.pt", "ckpt-00000400.pt"]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
     state = torch.load(run / "checkpoints" / "ckpt-00000400.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and not torch.equal(state["rng"][0], state["rng"][1])
     assert json.loads((run / "summary.json").read_text())["u0"] == summary["u0"]
