@@ -3,6 +3,7 @@
 Convention: the driver's fourth argument is z = σᵀ∇u (never ∇u). See :mod:`deepbsde.problem`.
 """
 
+from .compare import ComparisonReport, compare
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
 from .methods import PINN, DeepBSDE, Method
@@ -17,6 +18,6 @@ __all__ = [
     "Problem", "Reference", "check_problem",
     "ResidualProblem", "Derivatives",
     "Method", "DeepBSDE", "PINN",
-    "TrainConfig", "solve", "Solution", "History", "HistoryRow",
+    "TrainConfig", "solve", "compare", "ComparisonReport", "Solution", "History", "HistoryRow",
     "DeepBSDEError", "ConfigError", "ProblemError", "DivergenceError", "CheckpointError",
 ]

@@ -24,7 +24,7 @@ from torch import nn
 
 from deepbsde import PINN, ConfigError, DeepBSDE, Derivatives, ProblemError, ResidualProblem, solve
 from deepbsde.cli import main as cli_main
-from deepbsde.compare import compare
+from deepbsde import compare
 from deepbsde.methods.pinn import PINNModel
 from deepbsde.paths import make_generator
 from deepbsde.problem import Problem
