@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import TrainConfig
-from .configfile import build_from_config, method_registry, parse_value, read_toml
+from .configfile import build_from_config, check_tables, method_registry, parse_value, read_toml
 from .errors import ConfigError, describe
 from .methods.base import Method
 from .pinn_problem import ResidualProblem
@@ -44,19 +44,8 @@ def load_compare_config(path: str | Path) -> dict[str, Any]:
 
 
 def check_compare_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
-        hint = " (a compare config lists its methods under [methods.<label>])" if "method" in unknown else ""
-        raise ConfigError(f"{where}: unknown section [{unknown[0]}]; expected sections: "
-                          + ", ".join(f"[{s}]" for s in SECTIONS) + hint)
-    out: dict[str, Any] = {}
-    for section in SECTIONS:
-        value = data.get(section, {})
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: [{section}] must be a table, received {describe(value)}")
-        out[section] = dict(value)
-    if "name" not in out["equation"]:
-        raise ConfigError(f"{where}: [equation] needs a name (a catalogue class or 'module:Class')")
+    hint = " (a compare config lists its methods under [methods.<label>])" if "method" in data else ""
+    out: dict[str, Any] = check_tables(data, SECTIONS, where, hint)
     if not out["methods"]:
         raise ConfigError(f"{where}: [methods] is empty; expected one table [methods.<label>] per method")
     for label, table in out["methods"].items():

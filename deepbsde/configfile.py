@@ -96,12 +96,19 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def check_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, dict[str, Any]]:
-    unknown = sorted(set(data) - set(SECTIONS))
+    """The ``[equation]``, ``[method]`` and ``[train]`` tables of a solve config."""
+    return check_tables(data, SECTIONS, where)
+
+
+def check_tables(data: Mapping[str, Any], sections: tuple[str, ...], where: str, hint: str = "") -> dict[str, dict[str, Any]]:
+    """Every one of ``sections`` as a table (empty where absent), no other section, and an equation name;
+    ``hint`` is appended to the unknown-section message."""
+    unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(f"{where}: unknown section [{unknown[0]}]; expected sections: "
-                          + ", ".join(f"[{s}]" for s in SECTIONS))
+                          + ", ".join(f"[{s}]" for s in sections) + hint)
     out: dict[str, dict[str, Any]] = {}
-    for section in SECTIONS:
+    for section in sections:
         value = data.get(section, {})
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: [{section}] must be a table, received {describe(value)}")

@@ -26,7 +26,7 @@ from typing import ClassVar, Literal, Sequence
 import torch
 
 from .errors import ProblemError, describe
-from .problem import Reference, _check_dim, _check_horizon, _check_x0, describe_keywords
+from .problem import Described, Reference, _check_dim, _check_horizon, _check_x0
 
 __all__ = ["ResidualProblem", "Derivatives", "check_residual_problem"]
 
@@ -93,7 +93,7 @@ class Derivatives:
         return self._grad((self.u_x * v.detach()).sum(1, keepdim=True), self.x)
 
 
-class ResidualProblem(abc.ABC):
+class ResidualProblem(Described, abc.ABC):
     r"""A PDE on :math:`[0, T] \times \prod_i [a_i, b_i]` given by its residual, for the PINN method.
 
     Subclasses set :attr:`time_condition` and implement :meth:`residual` and :meth:`condition`; they may
@@ -195,20 +195,6 @@ class ResidualProblem(abc.ABC):
     def condition_time(self) -> float:
         """``0`` for an initial condition, ``T`` for a terminal one."""
         return 0.0 if self.time_condition == "initial" else self.horizon
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def describe(self) -> dict[str, object]:
-        """The constructor keywords and their values, for run folders and reports."""
-        return describe_keywords(self)
-
-    def __repr__(self) -> str:
-        items = self.describe()
-        items.pop("name")
-        args = ", ".join(f"{k}={v!r}" for k, v in items.items())
-        return f"{self.name}({args})"
 
     def check(self, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> None:
         """Check this problem's functions once (see :func:`check_residual_problem`)."""

@@ -33,7 +33,7 @@ import torch
 
 from .errors import ProblemError, describe
 
-__all__ = ["Problem", "Reference", "NoiseType", "check_problem"]
+__all__ = ["Problem", "Reference", "NoiseType", "check_problem", "Described", "describe_keywords"]
 
 NoiseType = Literal["diagonal", "general"]
 
@@ -55,7 +55,29 @@ class Reference:
             raise ProblemError("Reference needs a value or bounds; received neither")
 
 
-class Problem(abc.ABC):
+class Described:
+    """``name``, :meth:`describe` and ``repr`` from the constructor keywords, which every problem class stores
+    as attributes of the same name (shared by :class:`Problem` and the PINN-only ``ResidualProblem``)."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> dict[str, object]:
+        """The constructor keywords and their values, for run folders and reports."""
+        return describe_keywords(self)
+
+    def __repr__(self) -> str:
+        items = self.describe()
+        items.pop("name")
+        x0 = items.get("x0")
+        if isinstance(x0, list) and len(set(x0)) == 1:
+            items["x0"] = x0[0]
+        args = ", ".join(f"{k}={v!r}" for k, v in items.items())
+        return f"{self.name}({args})"
+
+
+class Problem(Described, abc.ABC):
     r"""A semilinear parabolic PDE in FBSDE form.
 
     Subclasses implement :meth:`drift`, :meth:`diffusion`, :meth:`driver` and :meth:`terminal`, and
@@ -152,23 +174,6 @@ class Problem(abc.ABC):
     def x0_tensor(self, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
         """``x0`` as a tensor of shape ``(d,)``."""
         return torch.tensor(self.x0, dtype=dtype, device=device)
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    def describe(self) -> dict[str, object]:
-        """The constructor keywords and their values, for run folders and reports."""
-        return describe_keywords(self)
-
-    def __repr__(self) -> str:
-        items = self.describe()
-        items.pop("name")
-        x0 = items.get("x0")
-        if isinstance(x0, list) and len(set(x0)) == 1:
-            items["x0"] = x0[0]
-        args = ", ".join(f"{k}={v!r}" for k, v in items.items())
-        return f"{self.name}({args})"
 
 
 def describe_keywords(obj: object) -> dict[str, object]:
