@@ -26,7 +26,7 @@ from typing import ClassVar, Literal, Sequence
 import torch
 
 from .errors import ProblemError, describe
-from .problem import Described, Reference, _check_dim, _check_horizon, _check_x0
+from .problem import Described, Reference, _check_dim, _check_horizon, _check_x0, expect_tensor
 
 __all__ = ["ResidualProblem", "Derivatives", "check_residual_problem"]
 
@@ -238,13 +238,5 @@ def check_residual_problem(problem: object, dtype: torch.dtype = torch.float64,
 
 
 def _expect(problem: ResidualProblem, what: str, value: object, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    where = f"{problem.name}.{what}"
-    if not isinstance(value, torch.Tensor):
-        raise ProblemError(f"{where}: expected a tensor of shape {shape}, received {describe(value)}")
-    if tuple(value.shape) != shape:
-        raise ProblemError(f"{where}: expected shape {shape} (batch={shape[0]}), received {tuple(value.shape)}")
-    if value.dtype != dtype:
-        raise ProblemError(f"{where}: expected dtype {dtype} (the dtype of x), received {value.dtype}")
-    if not bool(torch.isfinite(value.detach()).all()):
-        raise ProblemError(f"{where}: returned non-finite values")
+    expect_tensor(f"{problem.name}.{what}", value, shape, dtype)
 

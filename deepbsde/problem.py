@@ -257,12 +257,20 @@ def check_problem(problem: object, dtype: torch.dtype = torch.float64,
 
 
 def _expect(problem: Problem, what: str, value: object, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    where = f"{problem.name}.{what}"
+    expect_tensor(f"{problem.name}.{what}", value, shape, dtype, where_called=" at x0")
+
+
+def expect_tensor(where: str, value: object, shape: tuple[int, ...], dtype: torch.dtype,
+                  where_called: str = "") -> None:
+    """Raise :class:`ProblemError` naming ``where`` unless ``value`` is a finite tensor of ``shape`` and
+    ``dtype``; shared by the checks of both problem types."""
     if not isinstance(value, torch.Tensor):
         raise ProblemError(f"{where}: expected a tensor of shape {shape}, received {describe(value)}")
     if tuple(value.shape) != shape:
         raise ProblemError(f"{where}: expected shape {shape} (batch={shape[0]}), received {tuple(value.shape)}")
     if value.dtype != dtype:
         raise ProblemError(f"{where}: expected dtype {dtype} (the dtype of x), received {value.dtype}")
-    if not bool(torch.isfinite(value).all()):
-        raise ProblemError(f"{where}: returned non-finite values at x0 (first: {value.reshape(-1)[~torch.isfinite(value.reshape(-1))][0].item()})")
+    flat = value.detach().reshape(-1)
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        raise ProblemError(f"{where}: returned non-finite values{where_called} (first: {flat[bad][0].item()})")
