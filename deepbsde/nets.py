@@ -10,6 +10,10 @@ Architecture (Han, Jentzen & E, PNAS 2018, as in their code): per network
 normalisation with momentum 0.01 (Keras' 0.99), ε = 1e-6, β ~ N(0, 0.1²), γ ~ U(0.1, 0.5), Glorot-uniform
 weights. Without batch normalisation: ``(Linear+bias -> ReLU) x L -> Linear+bias``.
 
+:class:`TimeNet` is the alternative for the deep BSDE method: one network of ``(t, x)`` shared by all time
+steps (the "merged" network of Chan-Wah-Ng et al., J. Sci. Comput. 2019; Raissi 2018 also uses one network
+over ``(t, x)``). It sees ``S`` times as many samples per parameter as ``S`` separate networks.
+
 :class:`MLP` is a plain fully connected network ``u(t, x)`` for the PINN method.
 """
 
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["StepNets", "MLP"]
+__all__ = ["StepNets", "TimeNet", "MLP"]
 
 
 def _glorot(shape: tuple[int, ...], fan_in: int, fan_out: int, gen: torch.Generator) -> torch.Tensor:
@@ -89,6 +93,41 @@ class StepNets(nn.Module):
             if not last:
                 h = torch.relu(h)
         return h
+
+
+class TimeNet(nn.Module):
+    r"""One network for all time steps: ``(B, S, d) -> (B, S, d_out)``, evaluating
+    :math:`\mathcal N(t_s / T, (x - m) / s)` at the fixed times ``times`` ``(S,)``.
+
+    ``(Linear -> tanh) x L -> Linear``, Glorot-uniform weights, zero biases, and a zero last layer: training
+    starts from :math:`Z \equiv 0`. (With Glorot output weights the initial :math:`|Z|` is of order 1 in
+    every coordinate; for drivers that grow with :math:`|z|` such as HJB's :math:`-\tfrac{\lambda}{2}|z|^2`
+    the first steps then blow :math:`Y` up, and on HJB at d = 100, λ = 20 the run ended 7 % off against
+    2.5 % from a zero start.) The input shift ``m`` and
+    scale ``s`` (one per coordinate) are fixed buffers, not trained: the mean and standard deviation of
+    sample paths over all batch entries and times, given at construction (a coordinate with zero spread
+    gets scale 1). They play the part of the step networks' input batch normalisation.
+    """
+
+    def __init__(self, times: torch.Tensor, horizon: float, shift: torch.Tensor, scale: torch.Tensor,
+                 hidden: Sequence[int], d_out: int, *, generator: torch.Generator) -> None:
+        super().__init__()
+        d_in = shift.shape[0]
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.register_buffer("times", (times / horizon).to(torch.float64).reshape(1, -1, 1))
+        self.register_buffer("shift", shift.to(torch.float64))
+        self.register_buffer("scale", scale.to(torch.float64))
+        self.net = MLP(d_in + 1, hidden, d_out, generator=generator, activation="tanh")
+        with torch.no_grad():
+            self.net.net[-1].weight.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, S, d)`` at the ``S`` construction times -> ``(B, S, d_out)``."""
+        batch, steps, _ = x.shape
+        if steps != self.times.shape[1]:
+            raise ValueError(f"TimeNet: built for {self.times.shape[1]} times, received paths with {steps}")
+        t = self.times.expand(batch, steps, 1)
+        return self.net(torch.cat([t, (x - self.shift) / self.scale], dim=-1))
 
 
 class MLP(nn.Module):

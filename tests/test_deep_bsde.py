@@ -135,6 +135,47 @@ def test_short_training_reaches_closed_form(problem, y0_range, tol):
     assert sol.extra["variance_explained"] > 0.5 and not sol.warnings
 
 
+
+@pytest.mark.parametrize("problem, y0_range, tol", [
+    (HeatEquation(dim=5, x0=0.5), (0.0, 10.0), 0.01),
+    (GeometricBasketCall(dim=4, rho=0.5, strike=95.0), (0.0, 20.0), 0.02),
+], ids=["heat", "basket"])
+def test_shared_network_reaches_closed_form(problem, y0_range, tol):
+    """The same short runs with one network of (t, x) for all steps (``network="shared"``): same
+    tolerances as the step networks, and Z trained (most of Var g(X_T) removed, no warning)."""
+    method = deepbsde.DeepBSDE(num_steps=10, network="shared", hidden=(16, 16), y0_range=y0_range, scheme="heun")
+    sol = deepbsde.solve(problem, method, train=QUICK, seed=0, out=False, progress=False)
+    assert sol.relative_error is not None and sol.relative_error < tol, (sol.u0, sol.reference)
+    assert sol.extra["variance_explained"] > 0.5 and not sol.warnings
+
+
+def test_shared_network_standardises_its_inputs_and_sees_time():
+    """TimeNet's fixed input shift and scale are the pilot paths' mean and spread (a coordinate with no
+    spread gets scale 1), the time input is t/T, training starts from Z = 0, and one network gives different
+    Z at different times."""
+    problem = GeometricBasketCall(dim=3)  # X ~ 100: unscaled inputs would saturate tanh
+    method = deepbsde.DeepBSDE(num_steps=6, network="shared", hidden=(8,))
+    model = method.build(problem, make_generator(0))
+    nets = model.nets
+    x, _ = method.sample(problem, 4096, make_generator(1), torch.float64)
+    inner = x[:, 1:-1].reshape(-1, 3)
+    assert torch.allclose(nets.shift, inner.mean(0), rtol=0.01)
+    assert torch.allclose(nets.scale, inner.std(0), rtol=0.05)
+    assert torch.allclose(nets.times.flatten(), torch.tensor([1, 2, 3, 4, 5], dtype=torch.float64) / 6)
+    same_x = x[:1, 1:2].expand(1, 5, 3)  # one point presented at all five times
+    assert torch.equal(nets(same_x), torch.zeros(1, 5, problem.noise_dim, dtype=torch.float64))  # Z = 0 at start
+    with torch.no_grad():
+        nets.net.net[-1].weight.normal_(generator=make_generator(2))
+    z = nets(same_x)
+    assert z.shape == (1, 5, problem.noise_dim) and not torch.allclose(z[0, 0], z[0, -1])
+    from deepbsde.nets import TimeNet
+    flat = TimeNet(torch.tensor([0.5]), 1.0, torch.zeros(2), torch.tensor([0.0, 2.0]), (4,), 2,
+                   generator=make_generator(0))
+    assert flat.scale.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="built for 1 times"):
+        flat(torch.zeros(3, 2, 2, dtype=torch.float64))
+
+
 def test_collapse_and_noisy_step_networks_are_flagged():
     """The report compares the trained Z with Z = 0: Z forced to 0 is a collapse; step networks whose
     output is large noise do worse than Z = 0. Both give a warning; the summary carries the figures."""
@@ -155,6 +196,19 @@ def test_collapse_and_noisy_step_networks_are_flagged():
     noisy = method.report(model, problem)
     assert noisy["terminal_mse"] > 1.1 * noisy["terminal_mse_z0"]
     assert any("not learnt Z" in w for w in noisy["warnings"])
+    # Y0 far from E g(X_T), Z = 0: worse than the constant E g, whatever Z = 0 does with the same Y0
+    with torch.no_grad():
+        model.nets.gammas[-1].zero_()
+        model.y0.fill_(-3.0)
+    wrong = method.report(model, problem)
+    assert wrong["terminal_mse"] > 10 * wrong["terminal_var"]
+    assert wrong["terminal_mse"] == pytest.approx(wrong["terminal_mse_z0"])  # the collapse test fires first
+    model.z0.data.fill_(0.3)  # Z0 != 0: now mse differs from the Z = 0 rollout ...
+    with torch.no_grad():
+        model.nets.betas[-1].fill_(1.6)  # Z = 0.32: the driver 10|Z|^2 lifts Y towards g; below mse0, above Var g
+    off = method.report(model, problem)
+    assert off["terminal_var"] * 1.1 < off["terminal_mse"] < 0.9 * off["terminal_mse_z0"], off
+    assert any(w.startswith("not converged") for w in off["warnings"])
 
 
 def test_gradient_of_heat_equation():

@@ -121,6 +121,7 @@ def test_unknown_train_key_from_mapping():
     (dict(hidden=(8, -1)), ["hidden", "positive integers"]),
     (dict(y0_range=(1.0, 0.0)), ["y0_range", "low <= high"]),
     (dict(scheme="rk4"), ["scheme", "'rk4'", "heun"]),
+    (dict(network="merged"), ["method.network", "'merged'", "per_step", "shared"]),
 ])
 def test_bad_method_settings(kwargs, words):
     with pytest.raises(ConfigError) as err:

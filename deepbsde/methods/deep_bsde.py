@@ -11,6 +11,11 @@ original's clipped version :math:`\ell(\delta) = \delta^2` for :math:`|\delta| <
 :math:`2c|\delta| - c^2` beyond. Here :math:`Z_n` approximates :math:`\sigma^\top\nabla u(t_n, X_n)`
 (the convention of the whole library). The output scale ``s`` defaults to ``1/d``: the original code
 divides every subnetwork's output by the dimension without saying so; here it is a named parameter.
+
+``network="shared"`` replaces the ``N - 1`` step networks by one network :math:`Z_n = s\,\mathcal N(t_n, X_n)`
+(:class:`~deepbsde.nets.TimeNet`; the "merged" network of Chan-Wah-Ng et al., J. Sci. Comput. 2019). Every
+step's samples then train the same parameters; at d = 100 this is what lets :math:`Z` be learnt at all with
+a batch of 64 to 256 (benchmarks/results.md, "Hard regimes").
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, describe
-from ..nets import StepNets
+from ..nets import StepNets, TimeNet
 from ..paths import brownian_increments, make_generator, simulate, time_grid
 from ..problem import Problem
 from .base import Estimate, Method
 
 __all__ = ["DeepBSDE", "DeepBSDEModel", "rollout", "terminal_loss"]
 
+_PILOT_PATHS = 1024  # paths drawn once to standardise the shared network's inputs
+
 
 class DeepBSDEModel(nn.Module):
     """Trainable :math:`Y_0` (shape ``(1,)``), :math:`Z_0` (shape ``(m,)``) and the ``N - 1`` step networks."""
 
-    def __init__(self, y0: torch.Tensor, z0: torch.Tensor, nets: StepNets, z_scale: float) -> None:
+    def __init__(self, y0: torch.Tensor, z0: torch.Tensor, nets: StepNets | TimeNet, z_scale: float) -> None:
         super().__init__()
         self.y0 = nn.Parameter(y0)
         self.z0 = nn.Parameter(z0)
@@ -95,21 +102,30 @@ class DeepBSDE(Method):
     ----------
     num_steps:
         Number ``N`` of time steps of the Euler scheme.
+    network:
+        ``"per_step"`` (the original: one batch-normalised ReLU network per time step,
+        :class:`~deepbsde.nets.StepNets`) or ``"shared"`` (one tanh network of ``(t, x)`` for all steps,
+        :class:`~deepbsde.nets.TimeNet`, its inputs standardised by the statistics of 1024 pilot paths).
     hidden:
-        Hidden widths of each step network; ``None`` gives the original's two layers of width ``d + 10``.
+        Hidden widths of each step network (or of the shared one); ``None`` gives the original's two layers
+        of width ``d + 10``.
     y0_range, z0_range:
         :math:`Y_0` is initialised uniformly in ``y0_range``, each entry of :math:`Z_0` in ``z0_range``.
     batch_norm:
-        Batch normalisation in the step networks, as in the original.
+        Batch normalisation in the step networks, as in the original (``network="per_step"`` only).
     clip:
         The original's loss clipping threshold (50); ``None`` for the plain square.
     z_scale:
-        Factor applied to every step network's output; ``None`` means ``1/d`` as in the original code.
+        Factor applied to every step network's output (or the shared one's); ``None`` means ``1/d`` as in
+        the original code. It sets how far one Adam step moves :math:`Z`: with 1 and a learning rate of
+        1e-2, the shared network on HJB at d = 100 jumps to a |Z| a hundred times too large in its first
+        steps and never recovers.
     scheme:
         ``"euler"`` (the original) or ``"heun"`` (trapezoidal driver term): see :func:`rollout`.
     """
 
     num_steps: int = 20
+    network: str = "per_step"
     hidden: tuple[int, ...] | None = None
     y0_range: tuple[float, float] = (0.0, 1.0)
     z0_range: tuple[float, float] = (-0.1, 0.1)
@@ -122,6 +138,8 @@ class DeepBSDE(Method):
     def __post_init__(self) -> None:
         if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ConfigError(f"method.num_steps: expected a positive integer, received {describe(self.num_steps)}")
+        if self.network not in ("per_step", "shared"):
+            raise ConfigError(f"method.network: expected 'per_step' or 'shared', received {describe(self.network)}")
         if self.hidden is not None:
             hidden = _int_tuple("method.hidden", self.hidden)
             object.__setattr__(self, "hidden", hidden)
@@ -147,8 +165,17 @@ class DeepBSDE(Method):
         y0 = lo + (hi - lo) * torch.rand(1, generator=generator, dtype=torch.float64)
         zlo, zhi = self.z0_range
         z0 = zlo + (zhi - zlo) * torch.rand(problem.noise_dim, generator=generator, dtype=torch.float64)
-        nets = StepNets(max(self.num_steps - 1, 0), problem.dim, self.hidden_for(problem), problem.noise_dim,
-                        batch_norm=self.batch_norm, generator=generator)
+        nets: StepNets | TimeNet
+        if self.network == "shared":
+            # fixed input standardisation from pilot paths, drawn (float64, CPU) from the same generator
+            x, _ = self.sample(problem, _PILOT_PATHS, generator, torch.float64)
+            inner = x[:, 1:-1, :].reshape(-1, problem.dim) if self.num_steps > 1 else x[:, :1, :].reshape(-1, problem.dim)
+            times = time_grid(problem.horizon, self.num_steps, dtype=torch.float64)[1:-1]
+            nets = TimeNet(times, problem.horizon, inner.mean(0), inner.std(0), self.hidden_for(problem),
+                           problem.noise_dim, generator=generator)
+        else:
+            nets = StepNets(max(self.num_steps - 1, 0), problem.dim, self.hidden_for(problem), problem.noise_dim,
+                            batch_norm=self.batch_norm, generator=generator)
         scale = self.z_scale if self.z_scale is not None else 1.0 / problem.dim
         return DeepBSDEModel(y0, z0, nets, scale)
 
@@ -174,7 +201,9 @@ class DeepBSDE(Method):
         about equal; :math:`Y_0` then learns an uncontrolled average, as reported in the original project's
         issue tracker), and step networks that add noise instead of removing it (``terminal_mse`` above
         ``terminal_mse_z0``); :math:`Y_0` then stays reliable only where the driver is close to linear in
-        :math:`y` and does not depend on :math:`z`.
+        :math:`y` and does not depend on :math:`z`. A third is flagged when neither fires: a mismatch above
+        :math:`\operatorname{Var} g(X_N)` (the trained :math:`Y_0, Z` do worse than a constant; seen when
+        :math:`Z` and :math:`Y_0` move together to a wrong point, e.g. the shared network at too large a step).
         """
         param = next(model.parameters())
         gen = make_generator(20240607, param.device)
@@ -203,6 +232,11 @@ class DeepBSDE(Method):
                 f"the step networks have not learnt Z: the terminal mismatch {mse:.3e} is {mse / mse0:.1f} times "
                 f"that of Z = 0 ({mse0:.3e}); u0 is reliable only where the driver is close to linear in y "
                 f"and independent of z"]
+        elif var_g > 0 and mse > 1.1 * var_g:
+            out["warnings"] = [
+                f"not converged: the terminal mismatch {mse:.3e} is {mse / var_g:.1f} times Var g(X_T) = "
+                f"{var_g:.3e}, worse than the constant E g(X_T) ~ {float(g.mean()):.6g}; the trained Y0, Z are "
+                f"not a solution (lower the learning rate or z_scale, or raise the batch size)"]
         return out
 
     def u0_tensor(self, model: DeepBSDEModel, problem: Problem) -> torch.Tensor:
