@@ -493,6 +493,7 @@ def test_reference_without_calculator_value_is_rejected() -> None:
 
 BAD = [
     (HJBLQ, dict(lam=0.0), "lam"), (HJBLQ, dict(lam=-1.0), "lam"), (HJBLQ, dict(lam=float("nan")), "lam"),
+    (HJBLQ, dict(pull=-0.5), "pull"),
     (HJBLQ, dict(lam="1"), "lam"),
     (HeatEquation, dict(sigma=0.0), "sigma"), (HeatEquation, dict(sigma=-2.0), "sigma"),
     (BlackScholesBarenblatt, dict(sigma_max=0.0), "sigma_max"), (BlackScholesBarenblatt, dict(r=float("inf")), "r"),
