@@ -79,9 +79,9 @@ class HJBLQ(Problem):
     def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
         r"""Exact Ornstein-Uhlenbeck transition for the drift :math:`-\kappa x`:
         :math:`e^{-\kappa\Delta t}x + \sqrt2\,c\,\Delta W` with :math:`c^2 = (1 - e^{-2\kappa\Delta t})/(2\kappa\Delta t)`
-        (exact in law; ``c = 1`` and no decay when :math:`\kappa = 0`)."""
+        (exact in law); the default Euler-Maruyama step, exact too, when :math:`\kappa = 0`."""
         if not self.pull:
-            return x + math.sqrt(2.0) * dw
+            return super().step(t, x, dt, dw)
         decay = math.exp(-self.pull * dt)
         c = math.sqrt(-math.expm1(-2.0 * self.pull * dt) / (2.0 * self.pull * dt))
         return decay * x + (math.sqrt(2.0) * c) * dw

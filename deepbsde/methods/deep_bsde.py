@@ -14,14 +14,13 @@ divides every subnetwork's output by the dimension without saying so; here it is
 
 ``network="shared"`` replaces the ``N - 1`` step networks by one network :math:`Z_n = s\,\mathcal N(t_n, X_n)`
 (:class:`~deepbsde.nets.TimeNet`; the "merged" network of Chan-Wah-Ng et al., J. Sci. Comput. 2019). Every
-step's samples then train the same parameters; at d = 100 this is what lets :math:`Z` be learnt at all with
-a batch of 64 to 256 (benchmarks/results.md, "Hard regimes").
+step's samples then train the same parameters; at d = 100 this is what lets :math:`Z` be learnt at all, with
+a batch of 256 or more (benchmarks/results.md, "Hard regimes").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -30,6 +29,7 @@ from ..errors import ConfigError, describe
 from ..nets import StepNets, TimeNet
 from ..paths import brownian_increments, make_generator, simulate, time_grid
 from ..problem import Problem
+from ._checks import choice, integer, interval, positive_or_none, widths
 from .base import Estimate, Method
 
 __all__ = ["DeepBSDE", "DeepBSDEModel", "rollout", "terminal_loss"]
@@ -117,8 +117,8 @@ class DeepBSDE(Method):
         The original's loss clipping threshold (50); ``None`` for the plain square.
     z_scale:
         Factor applied to every step network's output (or the shared one's); ``None`` means ``1/d`` as in
-        the original code. It sets how far one Adam step moves :math:`Z`: with 1 and a learning rate of
-        1e-2, the shared network on HJB at d = 100 jumps to a |Z| a hundred times too large in its first
+        the original code. It sets how far one Adam step moves :math:`Z`: with 1, a learning rate of
+        1e-2 and batch 64, the shared network on HJB at d = 100 jumps to a |Z| a hundred times too large in its first
         steps and never recovers.
     scheme:
         ``"euler"`` (the original) or ``"heun"`` (trapezoidal driver term): see :func:`rollout`.
@@ -136,21 +136,15 @@ class DeepBSDE(Method):
     name: str = dataclasses.field(default="DeepBSDE", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
-            raise ConfigError(f"method.num_steps: expected a positive integer, received {describe(self.num_steps)}")
-        if self.network not in ("per_step", "shared"):
-            raise ConfigError(f"method.network: expected 'per_step' or 'shared', received {describe(self.network)}")
+        integer("num_steps", self.num_steps, 1)
+        choice("network", self.network, ("per_step", "shared"))
         if self.hidden is not None:
-            hidden = _int_tuple("method.hidden", self.hidden)
-            object.__setattr__(self, "hidden", hidden)
-        object.__setattr__(self, "y0_range", _range("method.y0_range", self.y0_range))
-        object.__setattr__(self, "z0_range", _range("method.z0_range", self.z0_range))
-        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
-            raise ConfigError(f"method.clip: expected a positive number or None, received {describe(self.clip)}")
-        if self.scheme not in ("euler", "heun"):
-            raise ConfigError(f"method.scheme: expected 'euler' or 'heun', received {describe(self.scheme)}")
-        if self.z_scale is not None and not (isinstance(self.z_scale, (int, float)) and self.z_scale > 0):
-            raise ConfigError(f"method.z_scale: expected a positive number or None, received {describe(self.z_scale)}")
+            object.__setattr__(self, "hidden", widths("hidden", self.hidden))
+        object.__setattr__(self, "y0_range", interval("y0_range", self.y0_range))
+        object.__setattr__(self, "z0_range", interval("z0_range", self.z0_range))
+        positive_or_none("clip", self.clip)
+        choice("scheme", self.scheme, ("euler", "heun"))
+        positive_or_none("z_scale", self.z_scale)
 
     def check(self, problem: Problem) -> None:
         if not isinstance(problem, Problem):
@@ -256,20 +250,3 @@ class DeepBSDE(Method):
             if int(torch.linalg.matrix_rank(sigma)) < problem.dim:
                 return Estimate(u0, None, "σ(0, x0) has rank < d: ∇u(0, x0) is not identified by Z0 = σᵀ∇u")
         return Estimate(u0, tuple(float(v) for v in grad))
-
-
-def _int_tuple(field: str, value: object) -> tuple[int, ...]:
-    if not isinstance(value, Sequence) or isinstance(value, str) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise ConfigError(f"{field}: expected a non-empty list of positive integers, received {describe(value)}")
-    return tuple(value)
-
-
-def _range(field: str, value: object) -> tuple[float, float]:
-    ok = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-          and value[0] <= value[1])
-    if not ok:
-        raise ConfigError(f"{field}: expected [low, high] with low <= high, received {describe(value)}")
-    return (float(value[0]), float(value[1]))
-

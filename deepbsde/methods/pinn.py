@@ -52,6 +52,7 @@ from ..paths import brownian_increments, make_generator, simulate
 from ..pinn_problem import Derivatives, ResidualProblem
 from ..problem import Problem
 from ..residual import pde_residual
+from ._checks import choice, integer, number, widths
 from .base import Estimate, Method
 
 __all__ = ["PINN", "PINNModel", "PINNBatch"]
@@ -194,33 +195,29 @@ class PINN(Method):
     name: str = dataclasses.field(default="PINN", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        hidden = self.hidden
-        if (not isinstance(hidden, Sequence) or isinstance(hidden, str) or not hidden
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hidden)):
-            raise ConfigError(f"method.hidden: expected a non-empty list of positive integers, received {describe(hidden)}")
-        object.__setattr__(self, "hidden", tuple(hidden))
-        _choice("activation", self.activation, _ACTIVATIONS)
-        _choice("trace", self.trace, ("auto", "exact", "hutchinson"))
-        _choice("sampler", self.sampler, ("box", "sobol", "paths"))
-        _choice("weighting", self.weighting, ("fixed", "adaptive"))
-        _integer("probes", self.probes, 1)
-        _integer("path_steps", self.path_steps, 1)
-        _integer("adapt_every", self.adapt_every, 1)
-        _integer("rar_every", self.rar_every, 0)
-        _integer("rar_points", self.rar_points, 1)
-        _integer("rar_max", self.rar_max, 1)
-        _integer("lbfgs_iterations", self.lbfgs_iterations, 0)
-        _integer("lbfgs_history", self.lbfgs_history, 1)
-        _integer("eval_points", self.eval_points, 1)
-        _number("half_width", self.half_width, positive=True)
+        object.__setattr__(self, "hidden", widths("hidden", self.hidden))
+        choice("activation", self.activation, _ACTIVATIONS)
+        choice("trace", self.trace, ("auto", "exact", "hutchinson"))
+        choice("sampler", self.sampler, ("box", "sobol", "paths"))
+        choice("weighting", self.weighting, ("fixed", "adaptive"))
+        integer("probes", self.probes, 1)
+        integer("path_steps", self.path_steps, 1)
+        integer("adapt_every", self.adapt_every, 1)
+        integer("rar_every", self.rar_every, 0)
+        integer("rar_points", self.rar_points, 1)
+        integer("rar_max", self.rar_max, 1)
+        integer("lbfgs_iterations", self.lbfgs_iterations, 0)
+        integer("lbfgs_history", self.lbfgs_history, 1)
+        integer("eval_points", self.eval_points, 1)
+        number("half_width", self.half_width, positive=True)
         for name in ("condition_fraction", "boundary_fraction"):
             value = getattr(self, name)
-            _number(name, value, positive=True)
+            number(name, value, positive=True)
             if value > 1:
                 raise ConfigError(f"method.{name}: expected a number in (0, 1], received {describe(value)}")
         for name in ("w_res", "w_term", "w_init", "w_bc"):
-            _number(name, getattr(self, name), positive=True)
-        _number("adapt_alpha", self.adapt_alpha, positive=True)
+            number(name, getattr(self, name), positive=True)
+        number("adapt_alpha", self.adapt_alpha, positive=True)
         if self.adapt_alpha > 1:
             raise ConfigError(f"method.adapt_alpha: expected a number in (0, 1], received {describe(self.adapt_alpha)}")
 
@@ -551,19 +548,3 @@ def _reference_points(method: PINN, model: PINNModel,
     cache[key] = out
     return out
 
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"method.{name}: expected one of {', '.join(repr(a) for a in allowed)}, received {describe(value)}")
-
-
-def _integer(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"method.{name}: expected {what}, received {describe(value)}")
-
-
-def _number(name: str, value: object, positive: bool = False) -> None:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or (positive and value <= 0)):
-        raise ConfigError(f"method.{name}: expected a finite number{' > 0' if positive else ''}, received {describe(value)}")
