@@ -3,9 +3,12 @@
 Convention: the driver's fourth argument is z = σᵀ∇u (never ∇u). See :mod:`deepbsde.problem`.
 """
 
+import logging
+
 from .compare import ComparisonReport, compare
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
+from .identity import problem_identity
 from .methods import PINN, DeepBSDE, Method
 from .pinn_problem import Derivatives, ResidualProblem
 from .problem import Problem, Reference, check_problem
@@ -14,8 +17,12 @@ from .solve import solve
 
 __version__ = "0.1.0"
 
+# The library logs and never configures output: without this handler, a warning logged while the application
+# has set up no logging would reach stderr through logging's last-resort handler. The CLI configures output.
+logging.getLogger("deepbsde").addHandler(logging.NullHandler())
+
 __all__ = [
-    "Problem", "Reference", "check_problem",
+    "Problem", "Reference", "check_problem", "problem_identity",
     "ResidualProblem", "Derivatives",
     "Method", "DeepBSDE", "PINN",
     "TrainConfig", "solve", "compare", "ComparisonReport", "Solution", "History", "HistoryRow",

@@ -16,6 +16,7 @@ from typing import Sequence
 from . import distributed
 from .configfile import apply_overrides, build_from_config, check_sections, equation_registry, load_config
 from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
+from .runlog import check_out_folder
 from .solve import resolve_device, solve
 
 __all__ = ["main"]
@@ -28,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("solve", help="train on a config file and print u(0, x0) against its reference")
-    s.add_argument("config", nargs="?", help="a TOML config with [equation], [method], [train]")
+    s.add_argument("config", nargs="?", help="a TOML config with [equation], [method], [train] (only [equation] "
+                                             "is needed: every other setting has a default)")
+    s.add_argument("--equation", metavar="NAME", help="solve the catalogue equation NAME with every default, "
+                                                      "no config file (keywords by --set equation.KEY=VALUE)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set equation.dim=10 --set train.iterations=500")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -84,10 +88,17 @@ def _solve(args: argparse.Namespace) -> int:
                               f"received --out {args.out!r} too")
         out, resume = run_dir, True
     else:
-        if args.config is None:
-            raise ConfigError("solve: expected a config file (or --resume RUN_DIR)")
-        config = load_config(args.config)
+        if args.config is not None and args.equation is not None:
+            raise ConfigError("solve: give either a config file or --equation NAME, not both")
+        if args.equation is not None:
+            config = check_sections({"equation": {"name": args.equation}}, "--equation")
+        elif args.config is None:
+            raise ConfigError("solve: expected a config file, --equation NAME, or --resume RUN_DIR")
+        else:
+            config = load_config(args.config)
         out, resume = (Path(args.out) if args.out else None), False
+        if out is not None:
+            check_out_folder(out)
     config = check_sections(apply_overrides(config, args.overrides))
     problem, method, train, seed = build_from_config(config)
     device = distributed.local_device(resolve_device(args.device))
@@ -120,6 +131,8 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare_config import apply_compare_overrides, build_compare_from_config, load_compare_config
 
     config = apply_compare_overrides(load_compare_config(args.config), args.overrides)
+    if args.out:
+        check_out_folder(args.out)
     problem, methods, trains, seed = build_compare_from_config(config)
     report = compare(problem, methods, trains=trains, seed=seed, device=args.device,
                      out=Path(args.out) if args.out else None, progress=False if args.no_progress else None,
@@ -134,6 +147,22 @@ def _compare(args: argparse.Namespace) -> int:
 def _human(solution) -> str:
     ref = solution.reference
     lines = [f"{solution.problem} (d = {solution.dim}) by {solution.method}: u(0, x0) = {solution.u0:.6f}"]
+    if solution.u0_interval is not None:
+        lo, hi = solution.u0_interval
+        half = (hi - lo) / 2
+        rel = f" ({100 * half / abs(solution.u0):.3g} %)" if solution.u0 else ""
+        lines.append(f"  95 % interval [{lo:.6f}, {hi:.6f}], ±{half:.3g}{rel}; standard error {solution.u0_stderr:.3g}; "
+                     f"verdict: {solution.verdict}")
+    else:
+        lines.append(f"  no error bar; verdict: {solution.verdict}")
+    if solution._grad_u0 is not None:
+        grad = solution._grad_u0
+        mean = sum(grad) / len(grad)
+        text = f"  grad u(0, x0): mean over coordinates {mean:.6g}"
+        if solution._grad_u0_stderr is not None:
+            se = max(solution._grad_u0_stderr)
+            text += f", largest standard error {se:.3g}"
+        lines.append(text)
     if ref is not None:
         if ref.value is not None:
             lines.append(f"  reference {ref.value:.6f} ({ref.source}); relative error {100 * solution.relative_error:.3f} %")
@@ -147,7 +176,11 @@ def _human(solution) -> str:
         lines.append(f"  relative L2 error {solution.extra['l2_relative_error']:.3e} on "
                      f"{solution.extra.get('l2_points', '?')} reference points")
     lbfgs = f" + {solution.extra['lbfgs_iterations_run']} L-BFGS" if solution.extra.get("lbfgs_iterations_run") else ""
-    lines.append(f"  {solution.iterations}{lbfgs} iterations in {solution.seconds:.1f} s on {solution.device} ({solution.dtype})")
+    stopped_by = solution.extra.get("stopped_by", "")
+    stopped = (f", stopped at the tolerance {solution.tolerance:g}" if stopped_by == "tolerance"
+               else ", stopped at train.max_seconds" if stopped_by == "max_seconds" else "")
+    lines.append(f"  {solution.iterations}{lbfgs} iterations in {solution.seconds:.1f} s on {solution.device} "
+                 f"({solution.dtype}){stopped}")
     for w in solution.warnings:
         lines.append(f"  warning: {w}")
     if solution.run_dir is not None:

@@ -41,7 +41,7 @@ from .errors import ConfigError, describe
 from .methods.base import Method
 from .pinn_problem import ResidualProblem
 from .problem import Problem
-from .runlog import default_run_dir, write_json_atomic
+from .runlog import check_out_folder, default_run_dir, write_json_atomic
 from .solution import Solution
 from .solve import resolve_device, solve
 
@@ -227,7 +227,9 @@ def compare(problem: Problem | ResidualProblem, methods: Sequence[Method] | Mapp
     root: Path | None = None
     if out is not False:
         root = Path(out) if out is not None else default_run_dir(f"compare-{problem.name}")
+        check_out_folder(root, "out")
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_report(root, labelled)
         write_json_atomic(root / "config.json", {
             "problem": problem.describe(), "methods": {k: m.describe() for k, m in labelled.items()},
             "train": {k: t.to_dict() for k, t in per_label.items()}, "seed": seed, "device": str(dev),
@@ -243,6 +245,20 @@ def compare(problem: Problem | ResidualProblem, methods: Sequence[Method] | Mapp
     if root is not None:
         write_report(report, problem)
     return report
+
+
+#: what a finished compare writes into its report folder (each method's folder holds its own summary.json)
+REPORT_FILES = ("summary.json", "report.md", "loss.png", "slice.png")
+
+
+def remove_stale_report(root: Path, labels: Mapping[str, object]) -> None:
+    """Delete the outputs of an earlier compare in ``root`` (:data:`REPORT_FILES`, and ``summary.json`` of
+    every method's folder), so that a compare that fails leaves no result that the new config.json does not
+    describe."""
+    for name in REPORT_FILES:
+        (root / name).unlink(missing_ok=True)
+    for label in labels:
+        (root / label / "summary.json").unlink(missing_ok=True)
 
 
 def _labelled(methods: object) -> dict[str, Method]:

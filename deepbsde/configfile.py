@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
+import re
 import tomllib
 import typing
 from importlib.metadata import entry_points
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import TrainConfig
-from .errors import ConfigError, describe
+from .errors import ConfigError, ProblemError, describe
 from .methods import DeepBSDE, Method
 from .pinn_problem import ResidualProblem
 from .problem import Problem
@@ -84,10 +86,21 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config: no such file {str(path)!r}")
+    text = path.read_text()
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+        raise ConfigError(f"config {path}: not valid TOML ({exc}){_offending_line(text, exc)}") from exc
+
+
+def _offending_line(text: str, exc: Exception) -> str:
+    """``"; line N: <its text>"`` for a TOML error that names line ``N`` (so the message shows the key)."""
+    match = re.search(r"at line (\d+)", str(exc))
+    lines = text.splitlines()
+    if match is None or not 1 <= int(match.group(1)) <= len(lines):
+        return ""
+    number = int(match.group(1))
+    return f"; line {number}: {lines[number - 1].strip()!r}"
 
 
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -160,6 +173,20 @@ def _check_keywords(where: str, kwargs: Mapping[str, Any], target: Any) -> None:
             expected = type(default) if default not in (inspect.Parameter.empty, None) else Any
         if not _matches(value, expected):
             raise ConfigError(f"{where}.{key}: expected {_type_name(expected)}, received {describe(value)}")
+        check_finite(f"{where}.{key}", value)
+
+
+def check_finite(where: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming ``where`` if ``value`` is, or holds (in lists and tables), a
+    non-finite number: a config's numbers are all finite (TOML allows ``inf`` and ``nan``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, received {describe(value)}")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_finite(f"{where}[{i}]", item)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_finite(f"{where}.{key}", item)
 
 
 def _matches(value: Any, expected: Any) -> bool:
@@ -192,6 +219,20 @@ def _type_name(expected: Any) -> str:
     return str(expected).replace("typing.", "")
 
 
+def construct_equation(cls: type, kwargs: Mapping[str, Any]) -> Problem | ResidualProblem:
+    """``cls(**kwargs)``; a ValueError or TypeError that a (user) constructor raises becomes a
+    :class:`ConfigError` naming the equation (a ProblemError, which names its field, stays a ProblemError
+    and gains the equation's name)."""
+    try:
+        return cls(**kwargs)
+    except ProblemError as exc:
+        raise ProblemError(f"equation {cls.__name__}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ConfigError(f"equation {cls.__name__}: its constructor refused the keywords ({given or 'none'}): "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
 def build_from_config(config: Mapping[str, Mapping[str, Any]]) -> tuple[Problem, Method, TrainConfig, int]:
     """Turn a checked config into ``(problem, method, train, seed)``; every key is validated first."""
     config = check_sections(config)
@@ -216,6 +257,6 @@ def build_from_config(config: Mapping[str, Mapping[str, Any]]) -> tuple[Problem,
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"train.seed: expected a non-negative integer, received {describe(seed)}")
     train = TrainConfig.from_mapping(t_kwargs)  # checks its own keys and values
-    problem = cls(**eq_kwargs)
+    problem = construct_equation(cls, eq_kwargs)
     method = m_cls(**m_kwargs)
     return problem, method, train, seed

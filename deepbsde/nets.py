@@ -114,6 +114,7 @@ class TimeNet(nn.Module):
         super().__init__()
         d_in = shift.shape[0]
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.horizon = float(horizon)
         self.register_buffer("times", (times / horizon).to(torch.float64).reshape(1, -1, 1))
         self.register_buffer("shift", shift.to(torch.float64))
         self.register_buffer("scale", scale.to(torch.float64))
@@ -127,6 +128,14 @@ class TimeNet(nn.Module):
         if steps != self.times.shape[1]:
             raise ValueError(f"TimeNet: built for {self.times.shape[1]} times, received paths with {steps}")
         t = self.times.expand(batch, steps, 1)
+        return self.net(torch.cat([t, (x - self.shift) / self.scale], dim=-1))
+
+    def at(self, times: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, S, d)`` at any times ``times`` ``(S,)`` (in the units of the horizon) -> ``(B, S, d_out)``:
+        the shared network is a function of ``(t, x)``, so it can be evaluated off the training grid (the
+        error bar's finer grid does)."""
+        batch, steps, _ = x.shape
+        t = (times.to(x.dtype) / self.horizon).reshape(1, steps, 1).expand(batch, steps, 1)
         return self.net(torch.cat([t, (x - self.shift) / self.scale], dim=-1))
 
 

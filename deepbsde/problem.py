@@ -33,7 +33,8 @@ import torch
 
 from .errors import ProblemError, describe
 
-__all__ = ["Problem", "Reference", "NoiseType", "check_problem", "Described", "describe_keywords"]
+__all__ = ["Problem", "Reference", "NoiseType", "check_problem", "Described", "describe_keywords",
+           "constructor_arguments"]
 
 NoiseType = Literal["diagonal", "general"]
 
@@ -56,8 +57,23 @@ class Reference:
 
 
 class Described:
-    """``name``, :meth:`describe` and ``repr`` from the constructor keywords, which every problem class stores
-    as attributes of the same name (shared by :class:`Problem` and the PINN-only ``ResidualProblem``)."""
+    """``name``, :meth:`describe` and ``repr`` from the constructor call (shared by :class:`Problem` and the
+    PINN-only ``ResidualProblem``).
+
+    Every construction records the bound arguments of the outermost constructor call, defaults included
+    (:func:`constructor_arguments`), so that a problem is described and identified by what it was built
+    from, whatever names its class stores them under.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> "Described":
+        obj = super().__new__(cls)
+        # a subclass's own __new__ may pass on other arguments than the call's: then none are recorded
+        own = cls.__new__ is Described.__new__
+        try:
+            obj.__dict__[_ARGUMENTS] = _bind_constructor(cls, args, kwargs) if own else None
+        except AttributeError:  # a class with __slots__ and no __dict__: described by its attributes
+            pass
+        return obj
 
     @property
     def name(self) -> str:
@@ -176,14 +192,51 @@ class Problem(Described, abc.ABC):
         return torch.tensor(self.x0, dtype=dtype, device=device)
 
 
+_ARGUMENTS = "_deepbsde_constructor_arguments"
+
+
+def _bind_constructor(cls: type, args: tuple, kwargs: dict) -> dict[str, object] | None:
+    """The arguments of ``cls(*args, **kwargs)`` bound to the parameters of ``cls.__init__``, defaults applied
+    (``**kwargs`` flattened in); ``None`` where they do not bind (the constructor then raises itself)."""
+    try:
+        sig = inspect.signature(cls.__init__)
+        params = list(sig.parameters.values())[1:]  # without self
+        bound = sig.replace(parameters=params).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    out: dict[str, object] = {}
+    for key, value in bound.arguments.items():
+        kind = sig.parameters[key].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def constructor_arguments(obj: object) -> dict[str, object] | None:
+    """The bound arguments of the constructor call that built ``obj`` (defaults included), or ``None``
+    where they were not recorded (an object built around ``__new__``, or of a class with ``__slots__``)."""
+    args = getattr(obj, "__dict__", {}).get(_ARGUMENTS)
+    return dict(args) if args is not None else None
+
+
 def describe_keywords(obj: object) -> dict[str, object]:
-    """``{"name": class name, keyword: value, ...}`` for every constructor keyword stored as an attribute of
-    the same name (the convention of every problem class)."""
+    """``{"name": class name, keyword: value, ...}`` for every argument of the constructor call that built
+    ``obj`` (defaults included). Where the instance holds an attribute of the same name, its value is
+    reported (the checked value, e.g. ``x0`` as ``d`` floats); otherwise the argument as passed, so that a
+    class storing ``rate`` as ``self._rate`` is still described by ``rate``. Without recorded arguments:
+    the constructor's parameters stored as attributes of the same name."""
     out: dict[str, object] = {"name": type(obj).__name__}
-    for key in inspect.signature(type(obj).__init__).parameters:
-        if key != "self" and hasattr(obj, key):
-            value = getattr(obj, key)
-            out[key] = list(value) if isinstance(value, tuple) else value
+    stored = getattr(obj, "__dict__", {})
+    args = constructor_arguments(obj)
+    if args is None:
+        keys = [k for k in inspect.signature(type(obj).__init__).parameters if k != "self" and hasattr(obj, k)]
+        args = {k: getattr(obj, k) for k in keys}
+    for key, value in args.items():
+        value = stored.get(key, value)
+        out[key] = list(value) if isinstance(value, tuple) else value
     return out
 
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .solution import HistoryRow
 
-__all__ = ["RunWriter", "default_run_dir", "write_json_atomic"]
+__all__ = ["RunWriter", "default_run_dir", "write_json_atomic", "check_out_folder"]
 
 
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -33,6 +34,19 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
         path = base.with_name(f"{base.name}-{k}")
         k += 1
     return path
+
+
+def check_out_folder(path: str | Path, where: str = "--out") -> None:
+    """Raise :class:`ConfigError` naming ``where`` unless ``path`` is a folder or can be made one: neither it
+    nor any existing folder above it may be a file (checked before any training)."""
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            if not candidate.is_dir():
+                what = "is" if candidate == path else f"lies below {str(candidate)!r}, which is"
+                raise ConfigError(f"{where}: expected a folder for the run, received {str(path)!r}, which "
+                                  f"{what} an existing file, not a folder")
+            return
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -81,6 +95,9 @@ class RunWriter:
             (self.run_dir / "metrics.csv").unlink()
         if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when used
+
+            if self._tb is not None:  # a rollback reopens the history: close the old writer, not leak it
+                self._tb.close()
 
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=rows[-1].step + 1 if rows else None)
 

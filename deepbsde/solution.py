@@ -67,10 +67,25 @@ class Solution:
     Attributes
     ----------
     u0:
-        The estimate of :math:`u(0, x_0)`.
+        The estimate of :math:`u(0, x_0)`: the control-variate re-estimate on fresh paths
+        (:mod:`deepbsde.estimators`) where the method gives a control, else the trained value.
+    u0_interval:
+        The 95 % interval ``(lo, hi)`` of :math:`u(0, x_0)`: 1.96 standard errors plus the time-step and
+        control bias bounds; ``None`` where there is no error bar.
+    u0_stderr:
+        The statistical standard error of ``u0``.
     grad_u0:
-        The estimate of :math:`\\nabla u(0, x_0)` (not σᵀ∇u), a tuple of ``d`` floats. Reading it raises
-        ``AttributeError`` with the reason where the method cannot provide it.
+        The estimate of :math:`\\nabla u(0, x_0)` (not σᵀ∇u), a tuple of ``d`` floats: pathwise on fresh paths
+        where there is an error bar. Reading it raises ``AttributeError`` with the reason where the method
+        cannot provide it.
+    grad_u0_stderr:
+        Standard errors of ``grad_u0``, per coordinate (``AttributeError`` where there are none).
+    verdict, verdict_reason:
+        ``"ok"`` when the interval is within the tolerance and no diagnostic fired; ``"check"`` otherwise
+        (``verdict_reason``, also the last warning, says what failed and what to try); ``"unverified"`` where
+        there is no error bar.
+    tolerance, tolerance_reached:
+        ``train.tolerance`` and whether the relative half-width of ``u0_interval`` is within it.
     history:
         The :class:`History` of training.
     reference:
@@ -103,6 +118,26 @@ class Solution:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: Any = dataclasses.field(default=None, repr=False, compare=False)
     _grad_unavailable: str | None = None
+    u0_interval: tuple[float, float] | None = None
+    u0_stderr: float | None = None
+    _grad_u0_stderr: tuple[float, ...] | None = None
+    verdict: str = "unverified"
+    verdict_reason: str | None = None
+    tolerance: float | None = None
+    tolerance_reached: bool | None = None
+
+    @property
+    def run_warnings(self) -> tuple[str, ...]:
+        """``warnings`` without the verdict's own line (``verdict_reason``): what happened during the run and
+        what the diagnostics found."""
+        return tuple(w for w in self.warnings if w != self.verdict_reason)
+
+    @property
+    def grad_u0_stderr(self) -> tuple[float, ...]:
+        if self._grad_u0_stderr is None:
+            reason = self._grad_unavailable or "this method gives no error bar for the gradient"
+            raise AttributeError(f"grad_u0_stderr is not available: {reason}")
+        return self._grad_u0_stderr
 
     @property
     def grad_u0(self) -> tuple[float, ...]:
@@ -115,6 +150,13 @@ class Solution:
         if self.reference is None or self.reference.value is None or self.reference.value == 0:
             return None
         return abs(self.u0 - self.reference.value) / abs(self.reference.value)
+
+    @property
+    def interval_covers_reference(self) -> bool | None:
+        """Whether ``u0_interval`` holds the reference value (``None`` where either is missing)."""
+        if self.u0_interval is None or self.reference is None or self.reference.value is None:
+            return None
+        return self.u0_interval[0] <= self.reference.value <= self.u0_interval[1]
 
     @property
     def within_bounds(self) -> bool | None:
@@ -132,12 +174,20 @@ class Solution:
             "method": self.method,
             "dim": self.dim,
             "u0": self.u0,
+            "u0_interval": list(self.u0_interval) if self.u0_interval is not None else None,
+            "u0_stderr": self.u0_stderr,
+            "verdict": self.verdict,
+            "verdict_reason": self.verdict_reason,
+            "tolerance": self.tolerance,
+            "tolerance_reached": self.tolerance_reached,
             "grad_u0": list(self._grad_u0) if self._grad_u0 is not None else None,
+            "grad_u0_stderr": list(self._grad_u0_stderr) if self._grad_u0_stderr is not None else None,
             "reference": ref.value if ref is not None else None,
             "reference_source": ref.source if ref is not None else None,
             "reference_bounds": list(ref.bounds) if ref is not None and ref.bounds is not None else None,
             "relative_error": self.relative_error,
             "within_bounds": self.within_bounds,
+            "interval_covers_reference": self.interval_covers_reference,
             "seconds": self.seconds,
             "iterations": self.iterations,
             "device": self.device,

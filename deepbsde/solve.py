@@ -35,11 +35,13 @@ from . import distributed
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DivergenceError, describe
+from .estimators import Evaluation, default_paths, evaluate, pilot
 from .methods.base import Method
 from .methods.deep_bsde import DeepBSDE
 from .paths import make_generator
 from .pinn_problem import ResidualProblem
 from .problem import Problem, check_problem
+from .resources import check_memory
 from .runlog import RunWriter, default_run_dir
 from .solution import History, HistoryRow, Solution
 
@@ -71,11 +73,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', received {describe(device)}")
 
 
-def _derive_seeds(seed: int, rank: int) -> tuple[int, int, int]:
-    """Initialisation and validation seeds shared by all ranks; a training seed per rank."""
+def _derive_seeds(seed: int, rank: int) -> tuple[int, int, int, int, int]:
+    """Initialisation and validation seeds shared by all ranks, a training seed per rank, and the seeds of
+    the error bar's fresh paths (the final one, and the one of the stopping rule's checks)."""
     init_seed, valid_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     train_seed = int(np.random.SeedSequence([seed, 1, rank]).generate_state(1)[0])
-    return init_seed, valid_seed, train_seed
+    eval_seed, check_seed = (int(s) % (2 ** 31) for s in np.random.SeedSequence([seed, 2]).generate_state(2))
+    return init_seed, valid_seed, train_seed, eval_seed, check_seed
 
 
 @dataclasses.dataclass
@@ -90,12 +94,18 @@ class _Loop:
     train_sum: float = 0.0  # training losses summed since the last logged step
     train_count: int = 0
     metrics: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)  # Method.metrics rows
+    next_check: int = 0  # the first step at which the stopping rule may run its (costly) check again
 
 
 def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig | Mapping[str, Any] | None = None,
           seed: int = 0, device: str | torch.device = "auto", out: str | Path | bool | None = None,
           resume: bool = False, progress: bool | None = None, run_config: Mapping[str, Any] | None = None) -> Solution:
-    """Train ``method`` on ``problem`` and return a :class:`~deepbsde.Solution`.
+    """Train ``method`` on ``problem`` and return a :class:`~deepbsde.Solution` with its error bar and verdict.
+
+    With no settings, ``solve(problem)`` runs the deep BSDE method with defaults that need no tuning (a
+    pilot simulation sets the starting values and scales), stops once the 95 % error bar of u(0, x0) is
+    below ``train.tolerance`` (or at the budget), then re-estimates u(0, x0) and ∇u(0, x0) on fresh paths
+    with the trained solution as a control variate (:mod:`deepbsde.estimators`).
 
     Parameters
     ----------
@@ -120,6 +130,23 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
         Extra data stored in ``config.json`` (the command line stores its parsed config file here, which is
         what ``deepbsde solve --resume`` reads back).
     """
+    method, train, dev = _check_inputs(problem, method, train, seed, device, out, resume)
+    run = _Run(problem, method, train, seed, dev, out, resume, progress, run_config)
+    try:
+        run.train()
+        run.finetune()
+    except BaseException:
+        run.close()
+        raise
+    finally:
+        run.bar.close()
+    return run.finish()
+
+
+def _check_inputs(problem: Problem, method: Method | None, train: Any, seed: Any, device: Any, out: Any,
+                  resume: bool) -> tuple[Method, TrainConfig, torch.device]:
+    """Phase 1, validate: every argument, the problem's functions, and the memory the run needs, before any
+    allocation."""
     method = DeepBSDE() if method is None else method
     if not isinstance(method, Method):
         raise ConfigError(f"method: expected a deepbsde method (DeepBSDE, PINN), received {describe(method)}")
@@ -132,190 +159,424 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, received {describe(seed)}")
     dev = resolve_device(device)
-    dtype = train.torch_dtype
+    if isinstance(problem, (Problem, ResidualProblem)):
+        _, world_size = distributed.world()
+        needed = method.memory_estimate(problem, train.batch_size // world_size, train.valid_size,
+                                        train.torch_dtype) if isinstance(problem, Problem) else None
+        if needed is not None:
+            check_memory(needed, dev, f"{problem.name}(dim={problem.dim}) with {method.name}")
     if isinstance(problem, ResidualProblem):
-        problem.check(dtype, dev)  # a PDE stated by its residual (PINN only); method.check says which methods take it
+        problem.check(train.torch_dtype, dev)  # a PDE stated by its residual (PINN only); method.check says which methods take it
     else:
-        check_problem(problem, dtype, dev)
+        check_problem(problem, train.torch_dtype, dev)
     method.check(problem)
     if resume and (out is None or out is False):
         raise ConfigError("resume: needs out=RUN_DIR, the folder of the run to continue")
+    return method, train, dev
 
-    rank, world_size = distributed.world()
-    if train.batch_size % world_size:
-        raise ConfigError(f"train.batch_size: expected a multiple of the number of processes ({world_size}), "
-                          f"received {train.batch_size}")
-    init_seed, valid_seed, train_seed = _derive_seeds(seed, rank)
-    model = method.build(problem, make_generator(init_seed)).to(device=dev, dtype=dtype)
-    optimizer = _adam(model, train.lr(0), dev)
-    valid_batch = method.sample(problem, train.valid_size, make_generator(valid_seed, dev), dtype)
-    gen = make_generator(train_seed, dev)
-    loop = _Loop()
 
-    run_dir: Path | None = None
-    if out is not False:
-        run_dir = Path(out) if out is not None else default_run_dir(problem.name)
-    writer: RunWriter | None = None
-    warnings: list[str] = []
-    if resume:
-        found = latest_checkpoint(run_dir / "checkpoints", map_location=dev)
-        if found is not None:
-            state, path, skipped = found
-            _check_fingerprint(state, problem, method, train, seed, path)
-            saved_world = int(state.get("world_size", len(state["rng"])))
-            if saved_world != world_size:
-                raise CheckpointError(f"checkpoint {path} was written by a run of {saved_world} process(es); "
-                                      f"this run has {world_size}: resume with the same number of processes")
-            if int(state["loop"]["step"]) > train.iterations:
-                raise ConfigError(f"train.iterations: checkpoint {path} is at step {state['loop']['step']}, beyond "
-                                  f"the {train.iterations} iterations asked for; expected at least that many")
-            _restore(state, model, optimizer, gen, loop, rank)
-            warnings.extend(f"skipped unreadable checkpoint: {s}" for s in skipped)
-            log.info("resumed from %s at step %d", path, loop.step)
-        else:
-            warnings.append(f"resume: no checkpoint in {run_dir / 'checkpoints'}; started from step 0")
+class _FinetuneDiverged(Exception):
+    """Raised inside the finetune callback when its validation fails the divergence check."""
+
+
+class _Run:
+    """One training run, phase by phase: start (build or resume), then the loop of validate, log, roll back,
+    checkpoint and step, the optional finetune phase, and finish (the error bar, the verdict, the summary)."""
+
+    def __init__(self, problem: Problem, method: Method, train: TrainConfig, seed: int, dev: torch.device,
+                 out: Any, resume: bool, progress: bool | None, run_config: Mapping[str, Any] | None) -> None:
+        self.problem, self.method, self.train_cfg, self.seed, self.dev = problem, method, train, seed, dev
+        self.dtype = train.torch_dtype
+        self.rank, self.world_size = distributed.world()
+        if train.batch_size % self.world_size:
+            raise ConfigError(f"train.batch_size: expected a multiple of the number of processes "
+                              f"({self.world_size}), received {train.batch_size}")
+        seeds = _derive_seeds(seed, self.rank)
+        init_seed, valid_seed, train_seed = seeds[:3]
+        self.eval_seed, self.check_seed = seeds[3], seeds[4]
+        self.model = method.build(problem, make_generator(init_seed)).to(device=dev, dtype=self.dtype)
+        self.optimizer = _adam(self.model, train.lr(0), dev)
+        self.valid_batch = method.sample(problem, train.valid_size, make_generator(valid_seed, dev), self.dtype)
+        self.gen = make_generator(train_seed, dev)
+        self.loop = _Loop()
+        self.warnings: list[str] = []
+        self.stop_reason = "budget"
+        self.tolerance_estimate: float | None = None
+        self.run_dir: Path | None = None
+        if out is not False:
+            self.run_dir = Path(out) if out is not None else default_run_dir(problem.name)
+        self.writer: RunWriter | None = None
+        if resume:
+            self._resume()
+        if self.rank == 0 and self.run_dir is not None:
+            (self.run_dir / "summary.json").unlink(missing_ok=True)  # a stale result must not outlive this run
+            config = {"problem": problem.describe(), "method": method.describe(), "train": train.to_dict(),
+                      "seed": seed, "device": str(dev), "world_size": self.world_size,
+                      "versions": {"python": platform.python_version(), "torch": torch.__version__}}
+            if run_config is not None:
+                config["run_config"] = dict(run_config)
+            self.writer = RunWriter(self.run_dir, config)
+            self.writer.start_history(self.loop.history, self.loop.metrics)
+
+        def loss_fn(batch: Any) -> torch.Tensor:
+            return method.loss(self.model, problem, batch)
+
+        self.step_loss = torch.compile(loss_fn) if train.compile else loss_fn
+        self.per_rank_batch = train.batch_size // self.world_size
+        self.good = _snapshot(self.model, self.optimizer, self.gen, self.loop)
+        self.train_sum = torch.full((), self.loop.train_sum, dtype=torch.float64, device=dev)
+        self.saved_at = self.loop.step
+        self.start = time.perf_counter()
+        self.elapsed_before = self.loop.history[-1].seconds if self.loop.history else 0.0
+        self.bar = tqdm(total=train.iterations, initial=self.loop.step, desc=problem.name, unit="step",
+                        disable=(not progress) if progress is not None else None, leave=False)
+
+    # --- start --------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        train, run_dir = self.train_cfg, self.run_dir
+        assert run_dir is not None
+        found = latest_checkpoint(run_dir / "checkpoints", map_location=self.dev)
+        if found is None:
+            self.warnings.append(f"resume: no checkpoint in {run_dir / 'checkpoints'}; started from step 0")
             log.warning("resume: no checkpoint in %s; starting from step 0", run_dir / "checkpoints")
-    if rank == 0 and run_dir is not None:
-        (run_dir / "summary.json").unlink(missing_ok=True)  # a stale result must not outlive this run
-        config = {"problem": problem.describe(), "method": method.describe(), "train": train.to_dict(),
-                  "seed": seed, "device": str(dev), "world_size": world_size,
-                  "versions": {"python": platform.python_version(), "torch": torch.__version__}}
-        if run_config is not None:
-            config["run_config"] = dict(run_config)
-        writer = RunWriter(run_dir, config)
-        writer.start_history(loop.history, loop.metrics)
+            return
+        state, path, skipped = found
+        _check_fingerprint(state, self.problem, self.method, train, self.seed, path)
+        saved_world = int(state.get("world_size", len(state["rng"])))
+        if saved_world != self.world_size:
+            raise CheckpointError(f"checkpoint {path} was written by a run of {saved_world} process(es); "
+                                  f"this run has {self.world_size}: resume with the same number of processes")
+        if int(state["loop"]["step"]) > train.iterations:
+            raise ConfigError(f"train.iterations: checkpoint {path} is at step {state['loop']['step']}, beyond "
+                              f"the {train.iterations} iterations asked for; expected at least that many")
+        saved_lrs = state.get("lr_schedule")
+        if saved_lrs is not None:
+            done = int(state["loop"]["step"])
+            mine = [train.lr(k) for k in range(done + 1)]
+            if [float(v) for v in saved_lrs[: done + 1]] != mine:
+                raise CheckpointError(
+                    f"checkpoint {path}: the learning-rate schedule up to its step {done} differs from this run's "
+                    f"(the default boundaries follow train.iterations); to extend a run exactly, give "
+                    f"train.lr_boundaries explicitly")
+        _restore(state, self.model, self.optimizer, self.gen, self.loop, self.rank)
+        self.warnings.extend(f"skipped unreadable checkpoint: {s}" for s in skipped)
+        log.info("resumed from %s at step %d", path, self.loop.step)
 
-    def loss_fn(batch: Any) -> torch.Tensor:
-        return method.loss(model, problem, batch)
-
-    step_loss = torch.compile(loss_fn) if train.compile else loss_fn
-    per_rank_batch = train.batch_size // world_size
-    good = _snapshot(model, optimizer, gen, loop)
-    train_sum = torch.full((), loop.train_sum, dtype=torch.float64, device=dev)
-    saved_at = loop.step
-    start = time.perf_counter()
-    elapsed_before = loop.history[-1].seconds if loop.history else 0.0
-    bar = tqdm(total=train.iterations, initial=loop.step, desc=problem.name, unit="step",
-               disable=(not progress) if progress is not None else None, leave=False)
-    try:
+    # --- the loop -----------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Validate and log at logged steps (rolling back on divergence, checkpointing, checking the stopping
+        rule), and take one optimiser step otherwise, until the budget or the tolerance stops it."""
         while True:
-            step = loop.step
-            due = step % train.log_every == 0 or step == train.iterations
-            if due and not (loop.history and loop.history[-1].step == step):
-                valid_loss, u0 = _validate(method, model, problem, valid_batch, world_size, dev)
-                count = loop.train_count
-                train_mean = float(train_sum) / count if count else float("nan")
-                if count:
-                    train_mean = distributed.broadcast_floats([train_mean], world_size, dev)[0]
-                reason = _divergence(valid_loss, train_mean, count, u0, loop.best_loss, train.explode_factor)
+            step = self.loop.step
+            if self._log_due(step):
+                valid_loss, u0, train_mean = self._validate()
+                reason = _divergence(valid_loss, train_mean, self.loop.train_count, u0, self.loop.best_loss,
+                                     self.train_cfg.explode_factor)
                 if reason is not None:
-                    if step == 0:  # nothing trained yet: rolling back cannot help
-                        raise DivergenceError(
-                            f"training stopped: {reason} at step 0, before any training step: the problem's "
-                            f"terminal or driver is non-finite on simulated paths (not only at x0), or "
-                            f"method.y0_range is extreme. No result is reported.")
-                    if len(loop.rollbacks) >= train.max_rollbacks:
-                        raise DivergenceError(
-                            f"training stopped: {reason} at step {step} after {len(loop.rollbacks)} rollback(s) "
-                            f"(train.max_rollbacks = {train.max_rollbacks}); last good step "
-                            f"{good['loop']['step']}, u0 there {_last_u0(good)}. No result is reported. "
-                            f"Try smaller train.lr_values, float64, or a narrower method.y0_range.")
-                    _restore(good, model, optimizer, gen, loop, rank)
-                    loop.lr_scale *= train.rollback_lr_factor
-                    record = {"at_step": step, "back_to_step": loop.step, "reason": reason,
-                              "lr_scale": loop.lr_scale}
-                    loop.rollbacks.append(record)
-                    warnings.append(f"rollback at step {step}: {reason}; learning rate scaled by {loop.lr_scale:g}")
-                    log.warning("rollback at step %d to step %d: %s; lr scale now %g", step, loop.step, reason,
-                                loop.lr_scale)
-                    train_sum.fill_(loop.train_sum)
-                    good = _snapshot(model, optimizer, gen, loop)
-                    if writer is not None:
-                        writer.start_history(loop.history, loop.metrics)
-                    bar.reset(total=train.iterations)
-                    bar.update(loop.step)
+                    self._roll_back(step, reason)
                     continue
-                loop.best_loss = min(loop.best_loss, valid_loss)
-                row = HistoryRow(step, valid_loss, train_mean, u0, train.lr(step) * loop.lr_scale,
-                                 elapsed_before + time.perf_counter() - start)
-                loop.history.append(row)
-                if writer is not None:
-                    writer.log(row)
-                _record_metrics(method, model, problem, step, loop, writer)
-                log.info("step %6d  loss %.4e  u0 %.6g  lr %.2e", step, valid_loss, u0, row.lr)
-                bar.set_postfix(loss=f"{valid_loss:.3e}", u0=f"{u0:.6g}", refresh=False)
-                train_sum.zero_()
-                loop.train_sum, loop.train_count = 0.0, 0
-                good = _snapshot(model, optimizer, gen, loop)
-                # Checkpoints hold validated states only (a logged step whose loss passed the divergence
-                # check): the first logged step at or after each multiple of checkpoint_every, and the last.
-                # A state between logged steps could already be non-finite, and a resumed run's rollback
-                # target would then differ from the uninterrupted run's.
-                if (train.checkpoint_every and run_dir is not None and step > saved_at
-                        and (step // train.checkpoint_every > saved_at // train.checkpoint_every
-                             or step == train.iterations)):
-                    _save(run_dir, good, problem, method, train, seed, rank, world_size)
-                    saved_at = step
-            if step >= train.iterations:
+                final_off_grid = step == self.train_cfg.iterations and step % self.train_cfg.log_every != 0
+                if final_off_grid:
+                    # an extended run (more iterations on resume) never logged this step: checkpoint the state
+                    # before the row, so that resuming it continues exactly like an uninterrupted run
+                    self._checkpoint(step, _snapshot(self.model, self.optimizer, self.gen, self.loop))
+                # the stopping rule first, so that the state a checkpoint holds includes its bookkeeping
+                stop = step < self.train_cfg.iterations and self._should_stop(step, valid_loss, u0)
+                self._record(step, valid_loss, train_mean, u0, reset=not final_off_grid)
+                if not final_off_grid:
+                    self._checkpoint(step, self.good, final=stop)
+                if stop:
+                    break
+            if step >= self.train_cfg.iterations:
                 break
-            lr = train.lr(step) * loop.lr_scale
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            batch = method.sample(problem, per_rank_batch, gen, dtype)
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(batch)
-            loss.backward()
-            distributed.allreduce_gradients(model, world_size)
-            optimizer.step()
-            train_sum += loss.detach()
-            loop.train_count += 1
-            loop.step += 1
-            bar.update(1)
-        if world_size == 1:
-            def on_finetune(done: int, train_loss: float) -> None:
-                valid_loss, u0 = _validate(method, model, problem, valid_batch, world_size, dev)
-                row = HistoryRow(train.iterations + done, valid_loss, train_loss, u0, float("nan"),
-                                 elapsed_before + time.perf_counter() - start)
-                loop.history.append(row)
-                if writer is not None:
-                    writer.log(row)
-                log.info("finetune %6d  loss %.4e  u0 %.6g", done, valid_loss, u0)
-                _record_metrics(method, model, problem, row.step, loop, writer)
+            self._step()
 
-            finetuned = method.finetune(model, problem, generator=gen, dtype=dtype, batch_size=per_rank_batch,
-                                        log_every=train.log_every, callback=on_finetune)
+    def _log_due(self, step: int) -> bool:
+        due = step % self.train_cfg.log_every == 0 or step == self.train_cfg.iterations
+        return due and not (self.loop.history and self.loop.history[-1].step == step)
+
+    def _validate(self) -> tuple[float, float, float]:
+        valid_loss, u0 = _validate(self.method, self.model, self.problem, self.valid_batch, self.world_size, self.dev)
+        count = self.loop.train_count
+        train_mean = float(self.train_sum) / count if count else float("nan")
+        if count:
+            train_mean = distributed.broadcast_floats([train_mean], self.world_size, self.dev)[0]
+        return valid_loss, u0, train_mean
+
+    def _roll_back(self, step: int, reason: str) -> None:
+        train, loop = self.train_cfg, self.loop
+        if step == 0:  # nothing trained yet: rolling back cannot help
+            raise DivergenceError(
+                f"training stopped: {reason} at step 0, before any training step: the problem's "
+                f"terminal or driver is non-finite on simulated paths (not only at x0), or "
+                f"method.y0_range is extreme. No result is reported.")
+        if len(loop.rollbacks) >= train.max_rollbacks:
+            raise DivergenceError(
+                f"training stopped: {reason} at step {step} after {len(loop.rollbacks)} rollback(s) "
+                f"(train.max_rollbacks = {train.max_rollbacks}); last good step "
+                f"{self.good['loop']['step']}, u0 there {_last_u0(self.good)}. No result is reported. "
+                f"Try smaller train.lr_values, float64, or a narrower method.y0_range.")
+        _restore(self.good, self.model, self.optimizer, self.gen, loop, self.rank)
+        loop.lr_scale *= train.rollback_lr_factor
+        loop.rollbacks.append({"at_step": step, "back_to_step": loop.step, "reason": reason,
+                               "lr_scale": loop.lr_scale})
+        self.warnings.append(f"rollback at step {step}: {reason}; learning rate scaled by {loop.lr_scale:g}")
+        log.warning("rollback at step %d to step %d: %s; lr scale now %g", step, loop.step, reason, loop.lr_scale)
+        self.train_sum.fill_(loop.train_sum)
+        self.good = _snapshot(self.model, self.optimizer, self.gen, loop)
+        if self.writer is not None:
+            self.writer.start_history(loop.history, loop.metrics)
+        self.bar.reset(total=train.iterations)
+        self.bar.update(loop.step)
+
+    def _record(self, step: int, valid_loss: float, train_mean: float, u0: float, reset: bool = True) -> None:
+        loop = self.loop
+        loop.best_loss = min(loop.best_loss, valid_loss)
+        row = HistoryRow(step, valid_loss, train_mean, u0, self.train_cfg.lr(step) * loop.lr_scale,
+                         self.elapsed())
+        loop.history.append(row)
+        if self.writer is not None:
+            self.writer.log(row)
+        _record_metrics(self.method, self.model, self.problem, step, loop, self.writer)
+        log.info("step %6d  loss %.4e  u0 %.6g  lr %.2e", step, valid_loss, u0, row.lr)
+        self.bar.set_postfix(loss=f"{valid_loss:.3e}", u0=f"{u0:.6g}", refresh=False)
+        if reset:
+            self.train_sum.zero_()
+            loop.train_sum, loop.train_count = 0.0, 0
+            self.good = _snapshot(self.model, self.optimizer, self.gen, loop)
+
+    def _checkpoint(self, step: int, snapshot: dict[str, Any], final: bool = False) -> None:
+        """Checkpoints hold validated states only (a logged step whose loss passed the divergence check): the
+        first logged step at or after each multiple of ``checkpoint_every``, and the last. A state between
+        logged steps could already be non-finite, and a resumed run's rollback target would then differ
+        from the uninterrupted run's."""
+        every, run_dir = self.train_cfg.checkpoint_every, self.run_dir
+        if (every and run_dir is not None and step > self.saved_at
+                and (step // every > self.saved_at // every or step == self.train_cfg.iterations or final)):
+            _save(run_dir, snapshot, self.problem, self.method, self.train_cfg, self.seed, self.rank,
+                  self.world_size)
+            self.saved_at = step
+
+    def _step(self) -> None:
+        lr = self.train_cfg.lr(self.loop.step) * self.loop.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        batch = self.method.sample(self.problem, self.per_rank_batch, self.gen, self.dtype)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.step_loss(batch)
+        loss.backward()
+        distributed.allreduce_gradients(self.model, self.world_size)
+        self.optimizer.step()
+        self.train_sum += loss.detach()
+        self.loop.train_count += 1
+        self.loop.step += 1
+        self.bar.update(1)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    # --- the stopping rule ---------------------------------------------------------------------------
+    def _should_stop(self, step: int, valid_loss: float, u0: float) -> bool:
+        """At a logged step: stop for ``train.max_seconds``, or once the predicted error bar of the final
+        re-estimate is below ``train.tolerance * |u0|`` (the same decision on every rank)."""
+        train = self.train_cfg
+        stop = 0.0
+        if train.max_seconds is not None and self.elapsed() >= train.max_seconds:
+            stop, self.stop_reason = 1.0, "max_seconds"
+        elif (train.tolerance is not None and step >= self.loop.next_check and step >= 2 * train.log_every
+              and self._eval_paths() > 0):
+            paths = self._eval_paths()
+            # cheap pre-filter: the statistical part alone, from the validation loss (>= the mismatch variance)
+            if 1.96 * math.sqrt(max(valid_loss, 0.0) / paths) <= train.tolerance * abs(u0):
+                self.loop.next_check = step + max(train.log_every, train.iterations // 10)
+                estimate = self._evaluate(min(paths, 4096), self.check_seed, gradient=False)
+                if estimate is not None:
+                    # the final error bar predicted from the check's: the statistical parts shrink with the
+                    # final paths, and the time-step bias is kept only where it stands out of its own noise
+                    shrink = math.sqrt(min(paths, 4096) / paths)
+                    step_bias = max(0.0, estimate.time_step_bias - 1.96 * estimate.time_step_se)
+                    scaled = (1.96 * estimate.u0_se * shrink + step_bias + estimate.time_step_se * shrink
+                              + estimate.control_bias)
+                    self.tolerance_estimate = scaled / max(abs(estimate.u0), 1e-300)
+                    log.info("step %d: predicted relative error bar %.3g (tolerance %.3g)", step,
+                             self.tolerance_estimate, train.tolerance)
+                    if self.tolerance_estimate <= train.tolerance:
+                        stop, self.stop_reason = 1.0, "tolerance"
+        return distributed.broadcast_floats([stop], self.world_size, self.dev)[0] > 0.5
+
+    def _eval_paths(self) -> int:
+        if self.train_cfg.eval_paths is not None or not isinstance(self.problem, Problem):
+            return self.train_cfg.eval_paths or 0
+        control = self.method.control(self.model, self.problem)
+        steps = control.num_steps if control is not None else 20
+        return default_paths(self.problem, steps, sum(p.numel() for p in self.model.parameters()))
+
+    def _evaluate(self, paths: int, seed: int, gradient: str | bool) -> Evaluation | None:
+        """The control-variate re-estimate (:func:`deepbsde.estimators.evaluate`), or ``None`` where the
+        method gives no control."""
+        if not isinstance(self.problem, Problem):
+            return None
+        self.model.eval()
+        control = self.method.control(self.model, self.problem)
+        if control is None:
+            return None
+        z0 = self.method.trained_z0(self.model, self.problem)
+        if z0 is None:
+            z0 = control.z_at(self.problem.x0_tensor(self.dtype, self.dev).reshape(1, 1, -1).expand(1, 2, -1), 1)[0, 0]
+        structure = pilot(self.problem, control.num_steps, 256, make_generator(seed, "cpu"))[0].structure
+        return evaluate(self.problem, control, z0, paths, seed, self.dtype, self.dev, structure,
+                        gradient=gradient)
+
+    # --- finetune ----------------------------------------------------------------------------------
+    def finetune(self) -> None:
+        """The method's optional second phase (the PINN's L-BFGS), with the same divergence guard: a
+        validation that fails it restores the state at the end of the first phase, with a warning."""
+        self.finetuned: dict[str, Any] | None = None
+        if self.world_size != 1:
+            if type(self.method).finetune is not Method.finetune:
+                self.warnings.append(f"{self.method.name}.finetune skipped: it runs in a single process only")
+            return
+        before = _snapshot(self.model, self.optimizer, self.gen, self.loop)
+        train = self.train_cfg
+
+        def on_finetune(done: int, train_loss: float) -> None:
+            valid_loss, u0 = _validate(self.method, self.model, self.problem, self.valid_batch, 1, self.dev)
+            reason = _divergence(valid_loss, train_loss, 1, u0, self.loop.best_loss, train.explode_factor)
+            if reason is not None:
+                raise _FinetuneDiverged(f"{reason} after {done} finetune iterations")
+            row = HistoryRow(train.iterations + done, valid_loss, train_loss, u0, float("nan"), self.elapsed())
+            self.loop.history.append(row)
+            if self.writer is not None:
+                self.writer.log(row)
+            log.info("finetune %6d  loss %.4e  u0 %.6g", done, valid_loss, u0)
+            _record_metrics(self.method, self.model, self.problem, row.step, self.loop, self.writer)
+
+        try:
+            self.finetuned = self.method.finetune(self.model, self.problem, generator=self.gen, dtype=self.dtype,
+                                                  batch_size=self.per_rank_batch, log_every=train.log_every,
+                                                  callback=on_finetune)
+        except _FinetuneDiverged as exc:
+            _restore(before, self.model, self.optimizer, self.gen, self.loop, self.rank)
+            if self.writer is not None:
+                self.writer.start_history(self.loop.history, self.loop.metrics)
+            self.warnings.append(f"{self.method.name}.finetune diverged ({exc}); kept the state at the end of "
+                                 f"the first phase (step {self.loop.step})")
+            log.warning("finetune diverged: %s; restored the state of step %d", exc, self.loop.step)
+            self.finetuned = None
+
+    # --- finish -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def finish(self) -> Solution:
+        """The error bar on fresh paths, the diagnostics, the verdict, and the summary."""
+        problem, method, train = self.problem, self.method, self.train_cfg
+        seconds = self.elapsed()
+        self.model.eval()
+        est = method.estimate(self.model, problem)
+        try:
+            reference = problem.reference()
+        except Exception as exc:  # a failing reference calculator must not lose the trained answer
+            reference = None
+            self.warnings.append(f"reference could not be computed: {type(exc).__name__}: {exc}")
+        try:
+            evaluation = self._evaluate(self._eval_paths(), self.eval_seed,
+                                        gradient=getattr(method, "gradient_estimator", "pathwise"))
+        except (RuntimeError, ValueError) as exc:  # the trained answer stands, without an error bar
+            evaluation = None
+            self.warnings.append(f"error bar could not be computed: {type(exc).__name__}: {exc}")
+        report = method.report(self.model, problem)
+        training_notes = list(report.pop("warnings", []))
+        extra = _extra(report, self.finetuned, self.warnings)
+        extra["world_size"] = self.world_size
+        extra["stopped_by"] = self.stop_reason
+        extra["trained_u0"] = est.u0
+        u0, grad, grad_se = est.u0, est.grad_u0, None
+        interval = stderr = None
+        diagnostics: list[str] = []
+        if evaluation is None or not math.isfinite(evaluation.u0):
+            diagnostics = training_notes  # the trained values are the answer: how well Z was learnt matters
         else:
-            finetuned = None
-            if type(method).finetune is not Method.finetune:
-                warnings.append(f"{method.name}.finetune skipped: it runs in a single process only")
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        raise
-    finally:
-        bar.close()
-    seconds = elapsed_before + time.perf_counter() - start
+            # the answer is the re-estimate, whose interval holds whatever Z is (only its width depends on
+            # it): how well Z was learnt is a note, not a warning
+            extra["training_notes"] = training_notes
+            u0, interval, stderr = evaluation.u0, evaluation.interval, evaluation.u0_se
+            if evaluation.grad_u0 is not None:
+                grad, grad_se = evaluation.grad_u0, evaluation.grad_u0_se
+            extra.update(_evaluation_extra(evaluation))
+            diagnostics.extend(_diagnose(evaluation, est.u0))
+        verdict, advice = _verdict(evaluation, u0, train.tolerance, diagnostics, self.stop_reason)
+        warnings = list(self.warnings) + diagnostics + ([advice] if advice else [])
+        tolerance_reached = None
+        if train.tolerance is not None and evaluation is not None:
+            tolerance_reached = evaluation.relative_half_width() <= train.tolerance
+        solution = Solution(problem=problem.name, method=method.name, dim=problem.dim, u0=u0,
+                            _grad_u0=grad, history=History(tuple(self.loop.history), tuple(self.loop.metrics)),
+                            reference=reference, seconds=seconds, iterations=self.loop.step, device=str(self.dev),
+                            dtype=train.dtype, seed=self.seed, run_dir=self.run_dir,
+                            rollbacks=tuple(self.loop.rollbacks), warnings=tuple(warnings), extra=extra,
+                            model=self.model, _grad_unavailable=est.grad_unavailable, u0_interval=interval,
+                            u0_stderr=stderr, _grad_u0_stderr=grad_se, verdict=verdict, verdict_reason=advice,
+                            tolerance=train.tolerance, tolerance_reached=tolerance_reached)
+        if self.writer is not None:
+            self.writer.finish(solution.summary())
+        return solution
 
-    model.eval()
-    est = method.estimate(model, problem)
-    try:
-        reference = problem.reference()
-    except Exception as exc:  # a failing reference calculator must not lose the trained answer
-        reference = None
-        warnings.append(f"reference could not be computed: {type(exc).__name__}: {exc}")
-    extra = _extra(method.report(model, problem), finetuned, warnings)
-    extra["world_size"] = world_size
-    solution = Solution(problem=problem.name, method=method.name, dim=problem.dim, u0=est.u0,
-                        _grad_u0=est.grad_u0, history=History(tuple(loop.history), tuple(loop.metrics)),
-                        reference=reference,
-                        seconds=seconds, iterations=train.iterations, device=str(dev), dtype=train.dtype,
-                        seed=seed, run_dir=run_dir, rollbacks=tuple(loop.rollbacks), warnings=tuple(warnings),
-                        extra=extra,
-                        model=model, _grad_unavailable=est.grad_unavailable)
-    if writer is not None:
-        writer.finish(solution.summary())
-    return solution
+
+def _evaluation_extra(ev: Evaluation) -> dict[str, Any]:
+    return {"eval_paths": ev.paths, "u0_training_grid": ev.u0_coarse, "time_step_bias": ev.time_step_bias,
+            "control_bias": ev.control_bias, "variance_explained": ev.variance_explained,
+            "grad_u0_lr_mean": ev.grad_lr_mean, "grad_u0_lr_mean_stderr": ev.grad_lr_mean_se,
+            "driver": {"depends_on_y": ev.structure.depends_on_y, "depends_on_z": ev.structure.depends_on_z,
+                       "affine_in_z": ev.structure.affine_in_z}}
+
+
+def _diagnose(ev: Evaluation, trained_u0: float) -> list[str]:
+    """Warnings that say the error bar itself may be wrong."""
+    out = []
+    if ev.structure.depends_on_z and not ev.structure.affine_in_z:
+        gap = abs(trained_u0 - ev.u0)
+        if gap > ev.half_width + 3 * ev.u0_se:
+            out.append(f"the trained Y0 = {trained_u0:.6g} and the re-estimate {ev.u0:.6g} differ by more than the "
+                       f"error bar (±{ev.half_width:.3g}); with a driver that depends on z this means the trained "
+                       f"Z is far from optimal: raise train.iterations or train.batch_size")
+    if ev.grad_u0 is not None and ev.grad_lr_mean is not None and ev.grad_lr_mean_se is not None:
+        path_mean = sum(ev.grad_u0) / len(ev.grad_u0)
+        se = ev.grad_lr_mean_se + (sum(s * s for s in ev.grad_u0_se) ** 0.5) / len(ev.grad_u0)
+        if abs(path_mean - ev.grad_lr_mean) > 4 * se + 1e-12 * abs(path_mean):
+            out.append(f"the pathwise gradient (mean {path_mean:.6g}) disagrees with the likelihood-ratio one "
+                       f"({ev.grad_lr_mean:.6g} ± {1.96 * ev.grad_lr_mean_se:.2g}): the terminal condition may "
+                       f"not be Lipschitz (a digital payoff?); grad_u0 is then unreliable")
+    return out
+
+
+def _verdict(ev: Evaluation | None, u0: float, tolerance: float | None, diagnostics: list[str],
+             stopped_by: str) -> tuple[str, str | None]:
+    """``("ok", None)`` only when the interval is narrow (relative half-width within the tolerance, or 1 %
+    without one) and no diagnostic fired; otherwise ``("check", one line that says what failed and what to
+    try)``."""
+    if ev is None:
+        return "unverified", ("no error bar: this method gives no control to re-estimate u0 with; "
+                              "the answer is unverified")
+    if not math.isfinite(ev.half_width):
+        return "check", "the error bar is not finite: the re-estimate failed; try float64 or more paths"
+    limit = tolerance if tolerance is not None else 1e-2
+    rel = ev.relative_half_width()
+    if rel > limit:
+        parts = {"statistical": 1.96 * ev.u0_se, "time step": ev.time_step_bias, "control": ev.control_bias}
+        worst = max(parts, key=parts.get)
+        hint = {"statistical": "raise train.eval_paths, or train longer so that Z explains more of the variance",
+                "time step": "raise method.num_steps",
+                "control": "train longer (train.iterations, train.max_seconds) or with a larger train.batch_size "
+                           "so that the trained Z is closer to the optimal one"}[worst]
+        budget = " (training ended at its budget)" if stopped_by != "tolerance" else ""
+        return "check", (f"tolerance not reached: the 95 % error bar is ±{100 * rel:.3g} % of u0, above "
+                         f"{100 * limit:.3g} %{budget}; its largest part is the {worst} one: {hint}")
+    if diagnostics:
+        return "check", "the error bar may not hold: see the warnings above"
+    return "ok", None
 
 
 def _record_metrics(method: Method, model: torch.nn.Module, problem: Problem, step: int, loop: _Loop,
@@ -381,7 +642,7 @@ def _loop_to_dict(loop: _Loop) -> dict[str, Any]:
             "history": [[getattr(r, f) for f in HistoryRow.FIELDS] for r in loop.history],
             "rollbacks": [dict(r) for r in loop.rollbacks],
             "train_sum": loop.train_sum, "train_count": loop.train_count,
-            "metrics": [[step, dict(values)] for step, values in loop.metrics]}
+            "metrics": [[step, dict(values)] for step, values in loop.metrics], "next_check": loop.next_check}
 
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator,
@@ -410,14 +671,18 @@ def _restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opt
     loop.train_sum = float(saved["train_sum"])
     loop.train_count = int(saved["train_count"])
     loop.metrics = [(int(step), {k: float(v) for k, v in values.items()}) for step, values in saved.get("metrics", [])]
+    loop.next_check = int(saved.get("next_check", 0))
 
 
 def _fingerprint(problem: Problem, method: Method, train: TrainConfig, seed: int) -> str:
     import json
 
-    data = {"problem": problem.describe(), "method": method.describe(), "seed": seed,
-            "train": {k: v for k, v in train.to_dict().items()
-                      if k not in ("checkpoint_every", "iterations", "max_rollbacks", "compile")}}
+    from .identity import problem_identity
+
+    # what may change on resume: the budget and the stopping rule, the rollback allowance, compilation
+    may_change = ("iterations", "max_rollbacks", "compile", "tolerance", "max_seconds", "eval_paths")
+    data = {"problem": problem_identity(problem), "method": method.describe(), "seed": seed,
+            "train": {k: v for k, v in train.to_dict().items() if k not in may_change}}
     return json.dumps(data, sort_keys=True, default=str)
 
 
@@ -436,6 +701,8 @@ def _save(run_dir: Path, snapshot: dict[str, Any], problem: Problem, method: Met
     rng = distributed.gather_tensors(snapshot["rng"][0], world_size)
     if rank != 0:
         return
+    done = int(snapshot["loop"]["step"])
     state = dict(snapshot, rng=[r.cpu() for r in rng], world_size=world_size,
-                 fingerprint=_fingerprint(problem, method, train, seed))
+                 fingerprint=_fingerprint(problem, method, train, seed),
+                 lr_schedule=[train.lr(k) for k in range(done + 1)])
     save_checkpoint(run_dir / "checkpoints", int(snapshot["loop"]["step"]), state)

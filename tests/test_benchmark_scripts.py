@@ -35,7 +35,7 @@ def test_benchmark_runs_and_tabulates_the_run_folders(tmp_path):
     out = tmp_path / "bench"
     rc = benchmark.main(["--only", "heat", "--seeds", "0", "1", "--jobs", "2", "--out", str(out),
                          "--set", "equation.dim=4", "--set", "train.iterations=6", "--set", "train.log_every=3",
-                         "--set", "train.valid_size=32"])
+                         "--set", "train.valid_size=32", "--set", "train.tolerance=0", "--set", "train.eval_paths=2048"])
     assert rc == 0
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -55,7 +55,7 @@ def test_benchmark_runs_and_tabulates_the_run_folders(tmp_path):
     assert float(row["reference"]) == summaries[0]["reference"]
     assert float(row["seconds_median"]) == pytest.approx(statistics.median(s["seconds"] for s in summaries), rel=1e-12)
     assert float(row["peak_memory_mb"]) > 10  # a python process with torch loaded
-    assert row["scheme"] == "euler" and row["device"] == "cpu"
+    assert row["scheme"] == "heun" and row["device"] == "cpu"  # the default scheme
     assert u0[0] != u0[1]  # the seeds were passed through
     assert (out / "plots" / "heat.png").stat().st_size > 0
     text = (out / "results.md").read_text()

@@ -437,3 +437,21 @@ def test_feynman_kac_rejects_bad_arguments():
         feynman_kac(problem, x=[1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="deepbsde.Problem"):
         feynman_kac(object())
+
+
+def test_log_ive_branches_are_where_the_docstring_says():
+    """The module docstring names the order where scipy's ive gives way to Debye's expansion (it once said
+    40 while the code switches at 60); both branches agree with mpmath on either side of the switch."""
+    import re
+
+    mpmath = pytest.importorskip("mpmath")
+    from equations.calculators import noncentral_chi2
+
+    stated = {float(v) for v in re.findall(r"\\nu (?:<|\\ge) (\d+)", noncentral_chi2.__doc__)}
+    assert stated == {noncentral_chi2._DEBYE_MIN_ORDER}
+    mpmath.mp.dps = 30
+    z = np.array([1e-2, 1.0, 30.0, 300.0, 3e4])
+    for nu in (40.0, 45.0, 59.5, 60.0, 80.0):
+        got = noncentral_chi2.log_ive(nu, z)
+        exact = [float(mpmath.log(mpmath.besseli(nu, v)) - v) for v in z]
+        assert np.allclose(got, exact, rtol=1e-12, atol=1e-12), (nu, got, exact)

@@ -39,13 +39,17 @@ def test_solve_json_with_equation_overrides(tmp_path):
     res = run_cli("solve", str(CONFIGS / "heat.toml"), "--set", "equation.dim=4", "--set", "equation.sigma=1.4142135623730951",
                   "--set", "train.iterations=300", "--set", "method.num_steps=5", "--set", "method.y0_range=[0.0, 10.0]",
                   "--set", "method.hidden=[16, 16]", "--set", "train.lr_values=[1e-1, 1e-2]", "--set", "train.lr_boundaries=[150]",
+                  "--set", "train.tolerance=0", "--set", "train.eval_paths=4096",
                   "--out", str(tmp_path / "run"), "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     for key in ("equation", "method", "dim", "u0", "grad_u0", "reference", "relative_error", "seconds",
-                "iterations", "device"):
+                "iterations", "device", "u0_interval", "u0_stderr", "grad_u0_stderr", "verdict"):
         assert key in summary
     assert summary["equation"] == "HeatEquation" and summary["dim"] == 4 and summary["iterations"] == 300
+    lo, hi = summary["u0_interval"]
+    assert lo < summary["u0"] < hi and len(summary["grad_u0_stderr"]) == 4
+    assert "95 % interval" in res.stdout and "verdict:" in res.stdout  # the human summary shows the error bar
     assert summary["reference"] == pytest.approx(8.0)
     assert summary["relative_error"] < 0.02
     assert summary["device"] == "cpu" and len(summary["grad_u0"]) == 4
@@ -135,3 +139,36 @@ def test_module_class_equation_name():
         build_from_config({"equation": {"name": "nowhere:Nothing"}, "method": {}, "train": {}})
     with pytest.raises(ProblemError, match="sigma"):
         build_from_config({"equation": {"name": "HeatEquation", "sigma": -1.0}, "method": {}, "train": {}})
+
+
+def _run_folder(tmp_path, run_config=True):
+    """A folder as the command line leaves it before its first checkpoint (config.json only)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = {"problem": {"name": "HeatEquation"}, "seed": 0}
+    if run_config:
+        saved["run_config"] = load_config(CONFIGS / "heat.toml")
+    (run / "config.json").write_text(json.dumps(saved))
+    return run
+
+
+@pytest.mark.parametrize("case, words", [
+    ("no folder", ["--resume", "is not a run folder (no config.json)"]),
+    ("a file", ["--resume", "is not a run folder (no config.json)"]),
+    ("written by Python", ["--resume", "was not written by the command line (no run_config)"]),
+    ("config and resume", ["--resume: give either a config file or --resume RUN_DIR, not both"]),
+    ("out differs", ["--resume: continues in its own folder", "received --out"]),
+])
+def test_resume_error_branches_exit_2(tmp_path, capsys, case, words):
+    run = _run_folder(tmp_path, run_config=case != "written by Python")
+    args = {"no folder": ["--resume", str(tmp_path / "missing")],
+            "a file": ["--resume", str(run / "config.json")],
+            "written by Python": ["--resume", str(run)],
+            "config and resume": [str(CONFIGS / "heat.toml"), "--resume", str(run)],
+            "out differs": ["--resume", str(run), "--out", str(tmp_path / "elsewhere")]}[case]
+    code = main(["solve", *args, "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing trained, nothing written
+    assert not (tmp_path / "elsewhere").exists()

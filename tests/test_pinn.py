@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from deepbsde.errors import CheckpointError
 import torch
 from torch import nn
 
@@ -194,7 +196,7 @@ def test_short_burgers_training_lowers_l2_error() -> None:
 def test_adaptive_weights_rar_and_checkpoint_resume(tmp_path: Path) -> None:
     problem = HeatEquation(dim=3)
     method = PINN(**TINY, weighting="adaptive", adapt_every=5, rar_every=4, rar_points=3, rar_max=20)
-    train = dict(iterations=20, batch_size=32, log_every=10, checkpoint_every=10, dtype="float64")
+    train = dict(iterations=20, batch_size=32, log_every=10, checkpoint_every=10, dtype="float64", lr_values=[1e-2])
     full = solve(problem, method, train=train, out=tmp_path / "full", progress=False)
     weights = full.extra["pinn_loss_weights"]
     assert weights[0] == 1.0 and weights[1] != 1.0  # the terminal weight was annealed
@@ -205,6 +207,12 @@ def test_adaptive_weights_rar_and_checkpoint_resume(tmp_path: Path) -> None:
     solve(problem, method, train=half, out=tmp_path / "split", progress=False)
     resumed = solve(problem, method, train=train, out=tmp_path / "split", resume=True, progress=False)
     assert resumed.u0 == full.u0
+    # with the default schedule, whose boundaries follow train.iterations, extending would change the learning
+    # rates already used: refused, with the way out
+    default = {k: v for k, v in train.items() if k != "lr_values"}
+    solve(problem, method, train=dict(default, iterations=10), out=tmp_path / "default", progress=False)
+    with pytest.raises(CheckpointError, match="learning-rate schedule.*lr_boundaries"):
+        solve(problem, method, train=default, out=tmp_path / "default", resume=True, progress=False)
     assert resumed.extra["pinn_loss_weights"] == weights
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -282,6 +290,21 @@ def test_compare_writes_report(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "| DeepBSDE |" in text and "| PINN |" in text and "slice.png" in text
     assert (tmp_path / "PINN" / "summary.json").is_file()
+    # the numbers, not only the files: summary.json, report.md and each run folder carry the solutions' values
+    for row, entry in zip(summary, report.entries):
+        sol = entry.solution
+        assert row["label"] == entry.label and row["u0"] == sol.u0 and row["reference"] == sol.reference.value
+        assert row["relative_error"] == sol.relative_error == pytest.approx(abs(sol.u0 - 2.0) / 2.0)
+        assert row["wall_seconds"] == entry.wall_seconds and row["iterations"] == 10
+        assert json.loads((tmp_path / entry.label / "summary.json").read_text())["u0"] == sol.u0
+        line = next(l for l in text.splitlines() if l.startswith(f"| {entry.label} |"))
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert float(cells[1]) == pytest.approx(sol.u0, rel=1e-5) and float(cells[2]) == 2.0
+        assert float(cells[3]) == pytest.approx(sol.relative_error, rel=1e-2)
+        l2 = sol.extra.get("l2_relative_error")
+        assert (cells[4] == "-") if l2 is None else (float(cells[4]) == pytest.approx(l2, rel=1e-2))
+        assert cells[7] == "10"
+    assert summary[1]["l2_relative_error"] == report["PINN"].solution.extra["l2_relative_error"]
 
 
 def test_cli_solve_burgers_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

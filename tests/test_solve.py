@@ -96,10 +96,23 @@ def test_cuda_requested_without_gpu():
         deepbsde.solve(Simple(2, 1.0), METHOD, train=TINY, device="cuda", out=False)
 
 
+def test_default_schedule_follows_the_budget():
+    """lr_boundaries left out: the values split the second half of the budget; a budget too short for all of
+    them keeps the first ones."""
+    assert TrainConfig(iterations=4000).schedule == (2000, 3000)
+    assert [TrainConfig(iterations=4000).lr(s) for s in (0, 2000, 2001, 3001)] == [1e-2, 1e-2, 1e-3, 1e-4]
+    short = TrainConfig(iterations=1)
+    assert short.schedule == (1,) and short.lr(0) == 1e-2 and short.lr(5) == 1e-3
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(iterations=0), ["iterations", "positive integer", "0"]),
     (dict(batch_size=2.5), ["batch_size", "2.5"]),
-    (dict(lr_values=(1e-2, 1e-3)), ["lr_values", "1 values", "received 2"]),
+    (dict(lr_values=(1e-2, 1e-3), lr_boundaries=()), ["lr_values", "1 values", "received 2"]),
+    (dict(tolerance=float("inf")), ["tolerance", "finite positive"]),
+    (dict(tolerance=-0.1), ["tolerance", "-0.1"]),
+    (dict(max_seconds=float("nan")), ["max_seconds", "nan"]),
+    (dict(eval_paths=1), ["eval_paths", "at least 2"]),
     (dict(lr_values=(-1.0,)), ["lr_values", "positive"]),
     (dict(lr_values=(1e-2, 1e-3), lr_boundaries=(10.5,)), ["lr_boundaries", "integers"]),
     (dict(dtype="float16"), ["dtype", "float16", "float32"]),
@@ -164,7 +177,7 @@ def test_run_folder(tmp_path):
     assert config["method"]["num_steps"] == 4 and config["train"]["iterations"] == 20
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 10, 20]
-    assert float(rows[-1]["u0"]) == pytest.approx(sol.u0)
+    assert float(rows[-1]["u0"]) == pytest.approx(sol.extra["trained_u0"])
     summary = json.loads((out / "summary.json").read_text())
     for key in ("equation", "method", "dim", "u0", "grad_u0", "reference", "relative_error", "seconds",
                 "iterations", "device"):
@@ -188,8 +201,27 @@ class ZeroSigmaAtX0(Simple):
         return x.clone()  # zero at x0 = 0: Z0 = σᵀ∇u says nothing about ∇u
 
 
+def test_grad_u0_where_sigma_vanishes_at_x0():
+    """σ(0, x0) = 0: the trained Z0 = σᵀ∇u says nothing about ∇u, and the method's own estimate says why; the
+    pathwise estimate on fresh paths does not need σ⁻¹, so the solution still carries ∇u with its errors.
+    Here X stays at x0 = 0 (σ = x), so u(0, x) = E|x ∏(1 + ΔW)|² and ∇u(0, 0) = 0 exactly."""
+    problem = ZeroSigmaAtX0(2, 1.0, 0.0)
+    sol = deepbsde.solve(problem, METHOD, train=TINY, out=False, progress=False)
+    assert "not identified" in METHOD.estimate(sol.model, problem).grad_unavailable
+    assert sol.grad_u0 == pytest.approx((0.0, 0.0), abs=1e-9) and len(sol.grad_u0_stderr) == 2
+
+
 def test_grad_u0_unavailable_says_why():
-    sol = deepbsde.solve(ZeroSigmaAtX0(2, 1.0, 0.0), METHOD, train=TINY, out=False, progress=False)
+    """Without an error bar (eval_paths too few to matter is not the point: a method with no control), the
+    trained Z0 route is all there is, and it says why it cannot give ∇u."""
+    problem = ZeroSigmaAtX0(2, 1.0, 0.0)
+
+    class NoControl(deepbsde.DeepBSDE):
+        def control(self, model, problem):
+            return None
+
+    sol = deepbsde.solve(problem, NoControl(num_steps=4, hidden=(8, 8)), train=TINY, out=False, progress=False)
     with pytest.raises(AttributeError, match="not identified"):
         _ = sol.grad_u0
-    assert sol.summary()["grad_u0"] is None
+    assert sol.summary()["grad_u0"] is None and sol.verdict == "unverified"
+    assert "no error bar" in sol.warnings[-1]

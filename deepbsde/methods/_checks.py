@@ -30,8 +30,15 @@ def number(name: str, value: object, positive: bool = False) -> None:
 
 
 def positive_or_none(name: str, value: object) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and value > 0):
-        raise ConfigError(f"method.{name}: expected a positive number or None, received {describe(value)}")
+    if value is not None and not (_finite(value) and value > 0):
+        raise ConfigError(f"method.{name}: expected a finite number > 0 or None, received {describe(value)}")
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that is finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def widths(name: str, value: object) -> tuple[int, ...]:
@@ -43,10 +50,10 @@ def widths(name: str, value: object) -> tuple[int, ...]:
 
 
 def interval(name: str, value: object) -> tuple[float, float]:
-    """``[low, high]`` with ``low <= high``, returned as a pair of floats."""
+    """``[low, high]`` of finite numbers with ``low <= high``, returned as a pair of floats."""
     ok = (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-          and value[0] <= value[1])
+          and all(_finite(v) for v in value) and value[0] <= value[1])
     if not ok:
-        raise ConfigError(f"method.{name}: expected [low, high] with low <= high, received {describe(value)}")
+        raise ConfigError(f"method.{name}: expected [low, high] of finite numbers with low <= high, "
+                          f"received {describe(value)}")
     return (float(value[0]), float(value[1]))

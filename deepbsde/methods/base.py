@@ -33,6 +33,8 @@ class Method(abc.ABC):
 
     #: the name used in configs, summaries and reports
     name: str = "Method"
+    #: how the error bar estimates ∇u(0, x0): "pathwise" or "likelihood_ratio" (see deepbsde.estimators.evaluate)
+    gradient_estimator: str = "pathwise"
 
     @abc.abstractmethod
     def check(self, problem: Problem) -> None:
@@ -54,6 +56,20 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def estimate(self, model: nn.Module, problem: Problem) -> Estimate:
         """:math:`u(0, x_0)` and :math:`\\nabla u(0, x_0)` from the trained model."""
+
+    def control(self, model: nn.Module, problem: Problem) -> Any:
+        r"""The trained solution as a :class:`deepbsde.estimators.Control` (:math:`\hat Y_0` and :math:`\hat Z`
+        along paths), from which :func:`deepbsde.solve` re-estimates u0 and its error bar on fresh paths;
+        ``None`` where the method cannot give one (then the answer carries no error bar, and says so)."""
+        return None
+
+    def trained_z0(self, model: nn.Module, problem: Problem) -> torch.Tensor | None:
+        r"""The trained :math:`Z_0 = \sigma^\top\nabla u(0, x_0)`, shape ``(m,)``, where the method has one."""
+        return None
+
+    def memory_estimate(self, problem: Problem, batch_size: int, valid_size: int, dtype: torch.dtype) -> float | None:
+        """Bytes this method's run is expected to need (see :mod:`deepbsde.resources`), or ``None`` (no check)."""
+        return None
 
     def u0_tensor(self, model: nn.Module, problem: Problem) -> torch.Tensor:
         """:math:`u(0, x_0)` as a 0-dim tensor on the model's device (for cheap logging)."""

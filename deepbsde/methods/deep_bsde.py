@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, describe
 from ..nets import StepNets, TimeNet
+from ..estimators import Control, Pilot, pilot
 from ..paths import brownian_increments, make_generator, simulate, time_grid
 from ..problem import Problem
 from ._checks import choice, integer, interval, positive_or_none, widths
@@ -34,28 +35,72 @@ from .base import Estimate, Method
 
 __all__ = ["DeepBSDE", "DeepBSDEModel", "rollout", "terminal_loss"]
 
-_PILOT_PATHS = 1024  # paths drawn once to standardise the shared network's inputs
 
 
 class DeepBSDEModel(nn.Module):
-    """Trainable :math:`Y_0` (shape ``(1,)``), :math:`Z_0` (shape ``(m,)``) and the ``N - 1`` step networks."""
+    r"""Trainable :math:`Y_0`, :math:`Z_0` (shape ``(m,)``) and the step networks (or the shared one).
 
-    def __init__(self, y0: torch.Tensor, z0: torch.Tensor, nets: StepNets | TimeNet, z_scale: float) -> None:
+    Every trainable number is a fixed affine map of an O(1) parameter, so that one Adam step (which moves a
+    parameter by about the learning rate whatever the loss's scale) moves :math:`Y_0` by a fixed fraction of
+    the spread of :math:`g(X_T)` and :math:`Z` by a fixed fraction of its typical size:
+    :math:`Y_0 = a + s_y	heta_y`, :math:`Z_0 = s_0	heta_z`, :math:`Z_n = s_z\mathcal N(t_n, X_n)`.
+    """
+
+    def __init__(self, y0: torch.Tensor, z0: torch.Tensor, nets: StepNets | TimeNet, z_scale: float,
+                 y_shift: float = 0.0, y_scale: float = 1.0, z0_scale: float = 1.0) -> None:
         super().__init__()
-        self.y0 = nn.Parameter(y0)
-        self.z0 = nn.Parameter(z0)
+        self.y0_param = nn.Parameter(y0)
+        self.z0_param = nn.Parameter(z0)
         self.nets = nets
-        self.z_scale = z_scale
+        self.z_scale = float(z_scale)
+        self.y_shift, self.y_scale, self.z0_scale = float(y_shift), float(y_scale), float(z0_scale)
+
+    @property
+    def y0(self) -> torch.Tensor:
+        """:math:`Y_0`, shape ``(1,)``."""
+        return self.y_shift + self.y_scale * self.y0_param
+
+    def set_y0(self, value: float) -> None:
+        """Set :math:`Y_0` to ``value`` (through its parameter)."""
+        with torch.no_grad():
+            self.y0_param.fill_((value - self.y_shift) / self.y_scale)
+
+    @property
+    def z0(self) -> torch.Tensor:
+        """:math:`Z_0`, shape ``(m,)``."""
+        return self.z0_scale * self.z0_param
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`Y_0` ``(batch, 1)`` and :math:`Z_0..Z_{N-1}` ``(batch, N, m)`` along paths ``x``
         ``(batch, N+1, d)``: all step networks in one batched evaluation."""
         batch = x.shape[0]
+        z0v = self.z0
         y0 = self.y0.expand(batch, 1)
-        z0 = self.z0.expand(batch, 1, self.z0.shape[0])
+        z0 = z0v.expand(batch, 1, z0v.shape[0])
         if x.shape[1] <= 2:
             return y0, z0
         return y0, torch.cat([z0, self.nets(x[:, 1:-1, :]) * self.z_scale], dim=1)
+
+    def z_at(self, x: torch.Tensor, num_steps: int) -> torch.Tensor:
+        r""":math:`\hat Z_0..\hat Z_{S-1}` ``(B, S, m)`` along paths ``x`` ``(B, S+1, d)`` on a uniform grid of
+        ``S`` steps: the shared network at those times; the step networks only on their own grid or one
+        ``r`` times finer (each held constant over its step)."""
+        batch, m = x.shape[0], self.z0_param.shape[0]
+        z0 = self.z0.expand(batch, 1, m)
+        if isinstance(self.nets, TimeNet):
+            horizon = self.nets.horizon
+            times = torch.linspace(0.0, horizon, num_steps + 1, dtype=x.dtype, device=x.device)[1:-1]
+            if num_steps <= 1:
+                return z0
+            return torch.cat([z0, self.nets.at(times, x[:, 1:-1, :]) * self.z_scale], dim=1)
+        trained = self.nets.num_nets + 1
+        if num_steps % trained:
+            raise ValueError(f"per-step networks: {num_steps} steps is not a multiple of the {trained} trained ones")
+        r = num_steps // trained
+        if trained == 1:
+            return z0.expand(batch, num_steps, m)
+        z = torch.cat([z0, self.nets(x[:, r:-1:r, :][:, : trained - 1]) * self.z_scale], dim=1)
+        return z.repeat_interleave(r, dim=1)
 
 
 def rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor, dw: torch.Tensor, dt: float,
@@ -96,55 +141,71 @@ def terminal_loss(mismatch: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class DeepBSDE(Method):
-    """The deep BSDE solver's settings.
+    r"""The deep BSDE solver's settings. Every one has a default that needs no tuning; each stays available as
+    an override.
 
     Parameters
     ----------
     num_steps:
-        Number ``N`` of time steps of the Euler scheme.
+        Number ``N`` of time steps of the scheme.
     network:
+        ``"shared"`` (the default: one tanh network of ``(t, x)`` for all steps, :class:`~deepbsde.nets.TimeNet`,
+        its inputs standardised by the statistics of pilot paths and its output layer starting at zero) or
         ``"per_step"`` (the original: one batch-normalised ReLU network per time step,
-        :class:`~deepbsde.nets.StepNets`) or ``"shared"`` (one tanh network of ``(t, x)`` for all steps,
-        :class:`~deepbsde.nets.TimeNet`, its inputs standardised by the statistics of 1024 pilot paths).
+        :class:`~deepbsde.nets.StepNets`). At d = 100 the per-step networks do not learn Z on most of the
+        catalogue (benchmarks/results.md); the shared one does.
     hidden:
-        Hidden widths of each step network (or of the shared one); ``None`` gives the original's two layers
-        of width ``d + 10``.
+        Hidden widths of the network(s); ``None`` gives two layers of width ``min(d + 10, 512)`` (the
+        original's ``d + 10``, capped so that d = 1000 stays affordable on a CPU).
     y0_range, z0_range:
-        :math:`Y_0` is initialised uniformly in ``y0_range``, each entry of :math:`Z_0` in ``z0_range``.
+        ``None`` (the default): :math:`Y_0` starts at the pilot's :math:`Z = 0` estimate and moves in units of
+        the spread of :math:`g(X_T)`, :math:`Z_0` starts at zero in units of the pilot's typical :math:`|Z|`
+        (:func:`deepbsde.estimators.pilot`). A range ``(lo, hi)``: :math:`Y_0` (each entry of :math:`Z_0`) is
+        drawn uniformly in it and moves in absolute units, as in the original code.
     batch_norm:
         Batch normalisation in the step networks, as in the original (``network="per_step"`` only).
     clip:
-        The original's loss clipping threshold (50); ``None`` for the plain square.
+        The original's loss clipping threshold (it used 50); ``None`` (the default) for the plain square.
     z_scale:
-        Factor applied to every step network's output (or the shared one's); ``None`` means ``1/d`` as in
-        the original code. It sets how far one Adam step moves :math:`Z`: with 1, a learning rate of
-        1e-2 and batch 64, the shared network on HJB at d = 100 jumps to a |Z| a hundred times too large in its first
-        steps and never recovers.
+        Factor applied to the network's output. ``None`` (the default): the pilot's typical size of one
+        coordinate of :math:`Z`, :math:`\sqrt{\operatorname{Var} g(X_T) / (T m)}`; ``"1/d"``: the original
+        code's undocumented choice; or a positive number.
     scheme:
-        ``"euler"`` (the original) or ``"heun"`` (trapezoidal driver term): see :func:`rollout`.
+        ``"heun"`` (the default; trapezoidal driver term) or ``"euler"`` (the original): see :func:`rollout`.
+    pilot_paths:
+        Paths of the :math:`Z = 0` pilot simulation that sets the starting values and scales.
     """
 
     num_steps: int = 20
-    network: str = "per_step"
+    network: str = "shared"
     hidden: tuple[int, ...] | None = None
-    y0_range: tuple[float, float] = (0.0, 1.0)
-    z0_range: tuple[float, float] = (-0.1, 0.1)
+    y0_range: tuple[float, float] | None = None
+    z0_range: tuple[float, float] | None = None
     batch_norm: bool = True
-    clip: float | None = 50.0
-    z_scale: float | None = None
-    scheme: str = "euler"
+    clip: float | None = None
+    z_scale: float | str | None = None
+    scheme: str = "heun"
+    pilot_paths: int = 1024
     name: str = dataclasses.field(default="DeepBSDE", init=False, repr=False)
 
     def __post_init__(self) -> None:
         integer("num_steps", self.num_steps, 1)
+        integer("pilot_paths", self.pilot_paths, 2)
         choice("network", self.network, ("per_step", "shared"))
         if self.hidden is not None:
             object.__setattr__(self, "hidden", widths("hidden", self.hidden))
-        object.__setattr__(self, "y0_range", interval("y0_range", self.y0_range))
-        object.__setattr__(self, "z0_range", interval("z0_range", self.z0_range))
+        if self.y0_range is not None:
+            object.__setattr__(self, "y0_range", interval("y0_range", self.y0_range))
+        if self.z0_range is not None:
+            object.__setattr__(self, "z0_range", interval("z0_range", self.z0_range))
         positive_or_none("clip", self.clip)
         choice("scheme", self.scheme, ("euler", "heun"))
-        positive_or_none("z_scale", self.z_scale)
+        if isinstance(self.z_scale, str):
+            if self.z_scale != "1/d":
+                raise ConfigError(f"method.z_scale: expected a positive number, '1/d' or none, "
+                                  f"received {describe(self.z_scale)}")
+        else:
+            positive_or_none("z_scale", self.z_scale)
 
     def check(self, problem: Problem) -> None:
         if not isinstance(problem, Problem):
@@ -152,26 +213,62 @@ class DeepBSDE(Method):
                               f"received {describe(problem)}")
 
     def hidden_for(self, problem: Problem) -> tuple[int, ...]:
-        return self.hidden if self.hidden is not None else (problem.dim + 10, problem.dim + 10)
+        width = min(problem.dim + 10, 512)
+        return self.hidden if self.hidden is not None else (width, width)
+
+    def memory_estimate(self, problem: Problem, batch_size: int, valid_size: int, dtype: torch.dtype) -> float:
+        """Bytes for the parameters with Adam's state, one training batch with its autograd activations, the
+        validation batch, the pilot paths and the error bar's chunks (an estimate, for refusing runs that
+        cannot fit)."""
+        d, m, n = problem.dim, problem.noise_dim, self.num_steps
+        w = list(self.hidden_for(problem))
+        size = torch.empty((), dtype=dtype).element_size()
+        widths = [d + 1, *w, m]
+        per_net = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+        params = per_net * (1 if self.network == "shared" else max(n - 1, 1)) + m + 1
+        param_bytes = params * (8 + 4 * size)  # float64 at initialisation, then value, grad and Adam's moments
+        act = n * (d + 3 * m + 3 * sum(w))  # per path: paths, increments, Z, and the layers' activations
+        train_bytes = 2 * batch_size * act * size
+        valid_bytes = valid_size * act * size
+        pilot_bytes = 2 * self.pilot_paths * (n + 1) * (d + m) * 8
+        return float(param_bytes + train_bytes + valid_bytes + pilot_bytes + 4e8)
+
+    def pilot(self, problem: Problem, generator: torch.Generator) -> tuple[Pilot, torch.Tensor]:
+        """The :math:`Z = 0` pilot on this method's grid (float64, CPU), and its paths."""
+        return pilot(problem, self.num_steps, self.pilot_paths, generator, torch.float64)
 
     def build(self, problem: Problem, generator: torch.Generator) -> DeepBSDEModel:
-        lo, hi = self.y0_range
-        y0 = lo + (hi - lo) * torch.rand(1, generator=generator, dtype=torch.float64)
-        zlo, zhi = self.z0_range
-        z0 = zlo + (zhi - zlo) * torch.rand(problem.noise_dim, generator=generator, dtype=torch.float64)
+        pil, x = self.pilot(problem, generator)
+        m = problem.noise_dim
+        if self.y0_range is None:
+            y_shift, y_scale, y0 = pil.y0, pil.y_scale, torch.zeros(1, dtype=torch.float64)
+        else:
+            lo, hi = self.y0_range
+            y_shift, y_scale = 0.0, 1.0
+            y0 = lo + (hi - lo) * torch.rand(1, generator=generator, dtype=torch.float64)
+        if self.z0_range is None:
+            z0_scale, z0 = pil.z_scale, torch.zeros(m, dtype=torch.float64)
+        else:
+            zlo, zhi = self.z0_range
+            z0_scale = 1.0
+            z0 = zlo + (zhi - zlo) * torch.rand(m, generator=generator, dtype=torch.float64)
         nets: StepNets | TimeNet
         if self.network == "shared":
-            # fixed input standardisation from pilot paths, drawn (float64, CPU) from the same generator
-            x, _ = self.sample(problem, _PILOT_PATHS, generator, torch.float64)
+            # fixed input standardisation from the pilot paths
             inner = x[:, 1:-1, :].reshape(-1, problem.dim) if self.num_steps > 1 else x[:, :1, :].reshape(-1, problem.dim)
             times = time_grid(problem.horizon, self.num_steps, dtype=torch.float64)[1:-1]
             nets = TimeNet(times, problem.horizon, inner.mean(0), inner.std(0), self.hidden_for(problem),
-                           problem.noise_dim, generator=generator)
+                           m, generator=generator)
         else:
-            nets = StepNets(max(self.num_steps - 1, 0), problem.dim, self.hidden_for(problem), problem.noise_dim,
+            nets = StepNets(max(self.num_steps - 1, 0), problem.dim, self.hidden_for(problem), m,
                             batch_norm=self.batch_norm, generator=generator)
-        scale = self.z_scale if self.z_scale is not None else 1.0 / problem.dim
-        return DeepBSDEModel(y0, z0, nets, scale)
+        if self.z_scale is None:
+            scale = pil.z_scale
+        elif self.z_scale == "1/d":
+            scale = 1.0 / problem.dim
+        else:
+            scale = float(self.z_scale)
+        return DeepBSDEModel(y0, z0, nets, scale, y_shift, y_scale, z0_scale)
 
     def sample(self, problem: Problem, batch_size: int, generator: torch.Generator,
                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,6 +329,13 @@ class DeepBSDE(Method):
                 f"{var_g:.3e}, worse than the constant E g(X_T) ~ {float(g.mean()):.6g}; the trained Y0, Z are "
                 f"not a solution (lower the learning rate or z_scale, or raise the batch size)"]
         return out
+
+    def control(self, model: DeepBSDEModel, problem: Problem) -> Control:
+        """The trained :math:`Y_0` and :math:`Z` as a control for the error bar (:mod:`deepbsde.estimators`)."""
+        return Control(float(model.y0.detach()[0]), model.z_at, self.num_steps, self.scheme)
+
+    def trained_z0(self, model: DeepBSDEModel, problem: Problem) -> torch.Tensor:
+        return model.z0.detach()
 
     def u0_tensor(self, model: DeepBSDEModel, problem: Problem) -> torch.Tensor:
         return model.y0.detach()[0]

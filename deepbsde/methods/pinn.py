@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, describe
+from ..estimators import Control
 from ..nets import MLP
 from ..paths import brownian_increments, make_generator, simulate
 from ..pinn_problem import Derivatives, ResidualProblem
@@ -302,6 +303,44 @@ class PINN(Method):
             u = model(torch.zeros(1, 1, dtype=ref.dtype, device=ref.device), x0)
             (grad,) = torch.autograd.grad(u.sum(), x0)
         return Estimate(float(u.detach().reshape(())), tuple(float(v) for v in grad[0].cpu()))
+
+    #: the error bar's gradient: the trained σᵀ∇u(0, x0) with its likelihood-ratio correction (the pathwise one
+    #: would need third derivatives of the network)
+    gradient_estimator = "likelihood_ratio"
+
+    def control(self, model: PINNModel, problem: Problem | ResidualProblem) -> Control | None:
+        r"""The trained :math:`u_\theta` as a control for the error bar: :math:`\hat Y_0 = u_\theta(0, x_0)` and
+        :math:`\hat Z = \sigma^\top\nabla u_\theta` along fresh paths on a grid of ``path_steps`` steps
+        (Heun's scheme), so that a PINN answer gets the same re-estimate and interval as the deep BSDE one;
+        ``None`` for a :class:`~deepbsde.ResidualProblem` (no FBSDE form)."""
+        if not isinstance(problem, Problem):
+            return None
+
+        def z_at(x: torch.Tensor, num_steps: int) -> torch.Tensor:
+            batch, _, d = x.shape
+            times = torch.linspace(0.0, problem.horizon, num_steps + 1, dtype=x.dtype, device=x.device)[:-1]
+            xs = x[:, :-1].reshape(-1, d)
+            ts = times.repeat(batch).reshape(-1, 1)
+            keep = x.requires_grad
+            with torch.enable_grad():
+                xg = xs if keep else xs.detach().requires_grad_(True)
+                u = model(ts, xg)
+                (grad,) = torch.autograd.grad(u.sum(), xg, create_graph=keep)
+            z = problem.sigma_transpose_times(ts, xs, grad)
+            return z.reshape(batch, num_steps, -1) if keep else z.detach().reshape(batch, num_steps, -1)
+
+        return Control(float(self.u0_tensor(model, problem)), z_at, self.path_steps, "heun")
+
+    def trained_z0(self, model: PINNModel, problem: Problem | ResidualProblem) -> torch.Tensor | None:
+        if not isinstance(problem, Problem):
+            return None
+        ref = model.x_center
+        x0 = problem.x0_tensor(ref.dtype, ref.device).unsqueeze(0).requires_grad_(True)
+        t0 = torch.zeros(1, 1, dtype=ref.dtype, device=ref.device)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(t0, x0).sum(), x0)
+        return problem.sigma_transpose_times(torch.zeros((), dtype=ref.dtype, device=ref.device), x0.detach(),
+                                             grad)[0].detach()
 
     def evaluate(self, model: PINNModel, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The trained :math:`u_\\theta(t, x)` at ``t`` ``(n, 1)``, ``x`` ``(n, d)``: float64 on the CPU, ``(n, 1)``."""

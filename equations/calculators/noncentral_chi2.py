@@ -24,7 +24,7 @@ Why our own log-density: ``scipy.stats.ncx2.logpdf`` returns ``-inf`` far in the
              + \log\big(e^{-z} I_\nu(z)\big), \qquad z = \sqrt{\lambda q},
 
 where the exponentially scaled Bessel function is taken from ``scipy.special.ive`` for
-:math:`\nu < 40` (with its power series where ``ive`` underflows) and from Debye's uniform asymptotic
+:math:`\nu < 60` (with its power series where ``ive`` underflows) and from Debye's uniform asymptotic
 expansion (DLMF 10.41.3, coefficients :math:`u_1..u_4` of DLMF 10.41.10) for :math:`\nu \ge 60`, whose
 relative error is below :math:`|u_5|/\nu^5 < 10^{-9}` there. The cancellation between
 :math:`-(q+\lambda)/2` and :math:`\log I_\nu(z) \approx z` is removed analytically, so the density stays

@@ -1,0 +1,449 @@
+r"""Error bars: re-estimate :math:`u(0, x_0)` and :math:`Z_0 = \sigma^\top\nabla u(0, x_0)` on fresh paths,
+with a trained :math:`Z` as a control variate. Small pure functions, tensors in and numbers out.
+
+**The estimator** (Vidales, Šiška & Szpruch, Appl. Math. Finance 29(4), 2022, for linear drivers; here the
+discrete scheme's version for any driver). Along fresh paths :math:`X` with increments :math:`\Delta W`, the
+scheme :math:`Y_{n+1} = Y_n - f(t_n, X_n, Y_n, \hat Z_n)\Delta t + \hat Z_n^\top\Delta W_n` started from a
+constant :math:`c` ends at :math:`Y_N(c)`, with mismatch :math:`D(c) = g(X_N) - Y_N(c)`. The re-estimate
+:math:`\hat u_0` solves :math:`\overline{D(c)} = 0` (Newton's method with the pathwise derivative
+:math:`\Gamma = \partial Y_N / \partial c`, which is 1 where :math:`f` does not depend on :math:`y`):
+
+* where :math:`f` does not depend on :math:`z`, :math:`\hat u_0` is a consistent estimate of the scheme's
+  value whatever :math:`\hat Z` is (unbiased where :math:`f` is also free of :math:`y`); :math:`\hat Z` only
+  sets its variance, :math:`\approx \overline{D^2} / M`. Its standard error is
+  :math:`\operatorname{sd}(D) / (\sqrt M\,|\bar\Gamma|)` (the delta method);
+* where :math:`f` is affine in :math:`z` with a coefficient :math:`\beta(t, x)` (Black–Scholes–Barenblatt,
+  the basket's discounting), the paths are drawn under the measure that absorbs :math:`\beta`: drift
+  :math:`\mu + \sigma\beta` and driver :math:`f - \beta^\top z` (Girsanov); the estimate is then again free of
+  :math:`\hat Z`'s bias;
+* otherwise (HJB, Burgers-type, different rates) :math:`\hat u_0` is the value of the trained control, not
+  the solution. A first-order bound of the gap, by Cauchy–Schwarz:
+  :math:`|\hat u_0 - u_0| \lesssim \sqrt{\overline{\textstyle\sum_n |\partial_z f_n|^2\Delta t}\;
+  \overline{D^2}} / |\bar\Gamma|`, since :math:`\overline{D^2}` estimates
+  :math:`E\int|Z - \hat Z|^2 dt` (plus the scheme's own mismatch, which makes the bound conservative).
+
+**Z0.** Moving :math:`Z_0` by :math:`\delta` moves :math:`Y_N` by :math:`\Gamma\,\delta^\top\Delta W_0`, so
+:math:`\hat Z_0 = Z_0 + \overline{D\,\Delta W_0} / (\Delta t\,\bar\Gamma)` with standard errors
+:math:`\operatorname{sd}(D\,\Delta W_0) / (\Delta t\,\sqrt M\,|\bar\Gamma|)` per coordinate.
+
+**Time step.** The same estimate on a grid of :math:`2N` steps (the trained :math:`\hat Z` evaluated at the
+finer times, or held piecewise constant) on coupled increments gives :math:`\hat u_0^{2N}`; the difference
+:math:`|\hat u_0^{2N} - \hat u_0^{N}|` bounds the remaining bias of :math:`\hat u_0^{2N}` for a scheme of
+order at least one (Richardson's argument), and joins the interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+
+from .paths import brownian_increments, make_generator, time_grid
+from .problem import Problem
+
+__all__ = ["Control", "Evaluation", "pilot", "Pilot", "evaluate", "driver_structure", "DriverStructure",
+           "driver_rollout", "forward_paths", "default_paths"]
+
+#: z along paths: ``z_at(x, num_steps)`` with ``x`` ``(B, S + 1, d)`` on a uniform grid of ``S`` steps over
+#: ``[0, T]`` returns ``(B, S, m)`` (:math:`\hat Z_0 .. \hat Z_{S-1}`).
+ZFunction = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """A trained solution seen as a control: :math:`\\hat Y_0`, and :math:`\\hat Z` along any paths."""
+
+    y0: float
+    z_at: ZFunction
+    num_steps: int  # the training grid
+    scheme: str = "euler"
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverStructure:
+    """How the driver depends on ``y`` and ``z``, probed on pilot points."""
+
+    depends_on_y: bool
+    depends_on_z: bool
+    affine_in_z: bool  # f = f0(t, x, y) + beta(t, x) . z
+
+
+def driver_structure(problem: Problem, x: torch.Tensor, times: torch.Tensor, y_scale: float,
+                     generator: torch.Generator) -> DriverStructure:
+    """Probe ``f`` at points ``x`` ``(P, d)`` with times ``times`` ``(P, 1)``: whether it depends on ``y``, on
+    ``z``, and whether it is affine in ``z`` with a coefficient free of ``y`` and ``z``."""
+    p, m = x.shape[0], problem.noise_dim
+    dtype = x.dtype
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=dtype, device=generator.device).to(x.device)
+
+    y1, y2 = rnd(p, 1) * y_scale, rnd(p, 1) * y_scale
+    z1, z2 = rnd(p, m) * y_scale, rnd(p, m) * y_scale
+    f = problem.driver
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        tol = 1e-9 * (1.0 + float(a.abs().max()) + float(b.abs().max()))
+        return bool(((a - b).abs() <= tol).all())
+
+    dep_y = not close(f(times, x, y1, z1), f(times, x, y2, z1))
+    dep_z = not close(f(times, x, y1, z1), f(times, x, y1, z2))
+    affine = False
+    if dep_z:
+        mid = f(times, x, y1, 0.5 * (z1 + z2))
+        linear = close(f(times, x, y1, z1) + f(times, x, y1, z2), 2 * mid)
+        # the z-coefficient must not move with y
+        moved = close(f(times, x, y2, z1) - f(times, x, y2, z2), f(times, x, y1, z1) - f(times, x, y1, z2))
+        affine = linear and moved
+    return DriverStructure(dep_y, dep_z, affine)
+
+
+def z_coefficient(problem: Problem, t: torch.Tensor, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """:math:`\\beta(t, x) = \\partial_z f` for a driver affine in ``z`` (at y = 0, z = 0), ``(B, m)``;
+    differentiable in ``x`` with ``create_graph``."""
+    batch = x.shape[0]
+    y = torch.zeros(batch, 1, dtype=x.dtype, device=x.device)
+    z = torch.zeros(batch, problem.noise_dim, dtype=x.dtype, device=x.device, requires_grad=True)
+    with torch.enable_grad():
+        out = problem.driver(t, x, y, z).sum()
+        (beta,) = torch.autograd.grad(out, z, allow_unused=True, create_graph=create_graph)
+    if beta is None:
+        return torch.zeros_like(z)
+    return beta if create_graph else beta.detach()
+
+
+def forward_paths(problem: Problem, dw: torch.Tensor, dt: float, x0: torch.Tensor | None = None,
+                  girsanov: bool = False) -> torch.Tensor:
+    """Forward paths ``(B, S + 1, d)`` by ``problem.step`` from ``x0`` (``(B, d)``, default ``problem.x0``),
+    differentiable in ``x0`` where it requires grad. With ``girsanov``, under the drift
+    :math:`\\mu + \\sigma\\beta` that absorbs a driver affine in ``z``: ``problem.step`` plus
+    :math:`\\sigma\\beta\\,\\Delta t` (first order in the extra drift)."""
+    batch, steps, _ = dw.shape
+    if x0 is None:
+        x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim)
+    grid = time_grid(steps * dt, steps, dtype=dw.dtype, device=dw.device)
+    xs = [x0]
+    for n in range(steps):
+        xn = xs[-1]
+        nxt = problem.step(grid[n], xn, dt, dw[:, n])
+        if girsanov:
+            beta = z_coefficient(problem, grid[n], xn, create_graph=xn.requires_grad)
+            nxt = nxt + problem.sigma_times(grid[n], xn, beta) * dt
+        xs.append(nxt)
+    return torch.stack(xs, 1)
+
+
+def driver_rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor, dw: torch.Tensor,
+                   dt: float, scheme: str, remove_affine_z: bool = False) -> torch.Tensor:
+    """:func:`deepbsde.methods.deep_bsde.rollout`, optionally with the driver :math:`f - \\beta^\\top z`
+    (the driver under the Girsanov measure of :func:`forward_paths` with ``girsanov``)."""
+    from .methods.deep_bsde import rollout
+
+    if not remove_affine_z:
+        return rollout(problem, y0, z, x, dw, dt, scheme)
+    return rollout(_AffineRemoved(problem), y0, z, x, dw, dt, scheme)
+
+
+class _AffineRemoved:
+    """A view of a problem whose driver is :math:`f(t, x, y, z) - \\beta(t, x)^\\top z` (only ``driver`` is used)."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+    def driver(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        beta = z_coefficient(self.problem, t, x, create_graph=torch.is_grad_enabled() and x.requires_grad)
+        return self.problem.driver(t, x, y, z) - (beta * z).sum(1, keepdim=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pilot:
+    """What a pilot simulation with :math:`Z = 0` says before training: a starting :math:`Y_0` and scales."""
+
+    y0: float        # the Z = 0 backward (Picard) estimate of Y0
+    y_scale: float   # the spread of Y along the pilot, > 0
+    z_scale: float   # the typical size of one coordinate of Z, > 0
+    terminal_mean: float
+    terminal_std: float
+    structure: DriverStructure
+
+
+def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generator,
+          dtype: torch.dtype = torch.float64) -> tuple[Pilot, torch.Tensor]:
+    r"""A :math:`Z = 0` pilot on ``paths`` forward paths: :math:`Y_N = g(X_N)`,
+    :math:`Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0)\Delta t` pathwise, then :math:`\hat Y_0` the mean (one Picard
+    sweep of the backward equation with the martingale part dropped). Scales: ``y_scale`` is the standard
+    deviation of :math:`g(X_N)` (floored at 1e-3 of the level), ``z_scale`` the per-coordinate size of a
+    :math:`Z` whose stochastic integral carries that variance, :math:`\sqrt{\operatorname{Var} g / (T m)}`.
+
+    Returns the :class:`Pilot` and the pilot paths ``(P, N + 1, d)``.
+    """
+    dt = problem.horizon / num_steps
+    dw = brownian_increments(paths, num_steps, problem.noise_dim, dt, generator, dtype)
+    with torch.no_grad():
+        x = forward_paths(problem, dw, dt)
+    grid = time_grid(problem.horizon, num_steps, dtype=dtype, device=x.device)
+    with torch.no_grad():
+        g = problem.terminal(x[:, -1])
+        y = g.clone()
+        zero = torch.zeros(paths, problem.noise_dim, dtype=dtype, device=x.device)
+        for n in range(num_steps - 1, -1, -1):
+            y = y + problem.driver(grid[n], x[:, n], y, zero) * dt
+            y = torch.where(torch.isfinite(y), y, g)  # a driver that blows up on the pilot must not poison the start
+        y0 = float(y.mean())
+        level = max(abs(y0), float(g.abs().mean()), 1e-12)
+        spread = max(float(g.std()), float(y.std()))
+        y_scale = max(spread, 1e-3 * level)
+        z_scale = max(float(g.std()), 1e-3 * level) / math.sqrt(problem.horizon * problem.noise_dim)
+    sample = x[:, : max(num_steps, 1)].reshape(-1, problem.dim)
+    k = min(sample.shape[0], 512)
+    idx = torch.randperm(sample.shape[0], generator=make_generator(0))[:k]
+    times = grid[: max(num_steps, 1)].repeat(paths)[idx].reshape(-1, 1)
+    structure = driver_structure(problem, sample[idx], times, y_scale, make_generator(1, "cpu"))
+    return Pilot(y0, y_scale, z_scale, float(g.mean()), float(g.std()), structure), x
+
+
+class _Sums:
+    """Running sums over paths (chunk by chunk) for means and standard errors."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, values: torch.Tensor) -> None:
+        """``values`` ``(B,)`` or ``(B, k)``: adds the sum and the sum of squares over the batch."""
+        v = values.detach().to(torch.float64)
+        for key, part in ((name, v.sum(0)), (name + "^2", v.square().sum(0))):
+            self.sums[key] = self.sums[key] + part if key in self.sums else part
+
+    def add_product(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        v = (a.detach().to(torch.float64) * b.detach().to(torch.float64)).sum(0)
+        self.sums[name] = self.sums[name] + v if name in self.sums else v
+
+    def mean(self, name: str) -> torch.Tensor:
+        return self.sums[name] / self.n
+
+    def var(self, name: str) -> torch.Tensor:
+        m = self.mean(name)
+        return (self.sums[name + "^2"] / self.n - m.square()).clamp_min(0.0) * self.n / max(self.n - 1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """The re-estimate of :math:`u(0, x_0)` and :math:`\\nabla u(0, x_0)` with its error budget."""
+
+    u0: float                  # the estimate on the finer grid (2N steps)
+    u0_coarse: float           # the same on the training grid
+    u0_se: float               # statistical standard error of u0
+    grad_u0: tuple[float, ...] | None      # pathwise estimate of the gradient (finer grid)
+    grad_u0_se: tuple[float, ...] | None
+    grad_lr_mean: float | None  # mean over coordinates of the likelihood-ratio estimate (a cross-check)
+    grad_lr_mean_se: float | None
+    time_step_bias: float      # |u0(2N) - u0(N)|
+    time_step_se: float        # standard error of u0(2N) - u0(N) (coupled paths)
+    control_bias: float        # first-order bound where f depends on z (0 otherwise)
+    paths: int
+    variance_explained: float  # 1 - mean D^2 / Var g on the training grid
+    trained_y0: float
+    structure: DriverStructure
+
+    @property
+    def half_width(self) -> float:
+        """Half-width of the 95 % interval: 1.96 standard errors plus the two bias bounds."""
+        return 1.96 * self.u0_se + self.time_step_bias + self.control_bias
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return (self.u0 - self.half_width, self.u0 + self.half_width)
+
+    def relative_half_width(self) -> float:
+        return self.half_width / max(abs(self.u0), 1e-300)
+
+
+#: bounds of :func:`default_paths` (module attributes, so that a test suite can make every error bar cheap)
+MAX_PATHS = 2 ** 18
+MIN_PATHS = 4096
+
+
+def default_paths(problem: Problem, num_steps: int, parameters: int = 0, budget: float = 5e11) -> int:
+    """How many evaluation paths: the floating-point work of one path (two grids, ``3N`` path-steps, each a
+    forward and backward pass through a control of ``parameters`` weights plus the path's own ``d + m``
+    numbers) into ``budget`` (about 15 s on two CPU cores), at most :data:`MAX_PATHS` and never under
+    :data:`MIN_PATHS`: about 40,000 for the shared network at d = 100, N = 20, and 4096 at d = 1000."""
+    per_path = 3 * num_steps * (6 * parameters + 10 * (problem.dim + problem.noise_dim))
+    return int(min(MAX_PATHS, max(MIN_PATHS, budget // max(per_path, 1))))
+
+
+def default_chunk(problem: Problem, num_steps: int, budget_bytes: float = 1e9) -> int:
+    """Paths per chunk so that one chunk's autograd graph stays near ``budget_bytes``."""
+    per_path = 8 * 12 * (num_steps + 1) * (problem.dim + problem.noise_dim + 16)
+    return int(max(64, min(65536, budget_bytes // per_path)))
+
+
+def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, seed: int,
+             dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+             structure: DriverStructure | None = None, refine: bool = True, chunk: int | None = None,
+             gradient: str | bool = "pathwise") -> Evaluation:
+    """Re-estimate :math:`u(0, x_0)` and :math:`\\nabla u(0, x_0)` on ``paths`` fresh paths (chunk by chunk,
+    each chunk's increments from its own generator derived from ``seed``), on the training grid and, with
+    ``refine``, on a grid twice as fine with coupled increments. See the module docstring.
+
+    ``gradient="pathwise"`` (or ``True``): the derivative in :math:`x_0` of each path's estimate (the forward
+    path, the driver term and the control, by autograd), whose mean is :math:`\\nabla u` of the scheme for
+    payoffs that are Lipschitz; the likelihood-ratio :math:`Z_0` correction is kept as a cross-check of that
+    assumption. ``"likelihood_ratio"``: :math:`\\sigma^{-\\top}` of the trained :math:`Z_0` plus its correction
+    :math:`\\overline{D\\,\\Delta W_0}/(\\Delta t\\,\\bar\\Gamma)` (no second derivatives of the control: for a PINN);
+    ``"none"`` (or ``False``): no gradient.
+    """
+    gradient = {True: "pathwise", False: "none"}.get(gradient, gradient)  # type: ignore[arg-type]
+    if gradient not in ("pathwise", "likelihood_ratio", "none"):
+        raise ValueError(f"gradient: expected 'pathwise', 'likelihood_ratio' or 'none', received {gradient!r}")
+    structure = structure or DriverStructure(True, True, False)
+    n = control.num_steps
+    steps = 2 * n if refine else n
+    chunk = min(paths, chunk or default_chunk(problem, steps))
+    num_chunks = max(1, math.ceil(paths / chunk))
+    grids = {"fine": steps, "coarse": n} if refine else {"fine": n}
+    shift = {k: float(control.y0) for k in grids}
+    passes = 1  # one Newton step from the trained Y0, linearised below (its error is second order)
+    sums: dict[str, _Sums] = {}
+    z_sens: dict[str, float] = {}
+    for p in range(passes):
+        last = p == passes - 1
+        sums = {k: _Sums() for k in grids}
+        for c in range(num_chunks):
+            b = min(chunk, paths - c * chunk)
+            gen = make_generator(int(seed) * 1_000_003 + 7919 * c + 1, device)
+            dw_fine = brownian_increments(b, steps, problem.noise_dim, problem.horizon / steps, gen, dtype)
+            mismatch = {}
+            for key, k_steps in grids.items():
+                dw = dw_fine if k_steps == steps else dw_fine.reshape(b, k_steps, steps // k_steps, -1).sum(2)
+                mismatch[key] = _chunk(problem, control, z0, dw, problem.horizon / k_steps, shift[key], structure,
+                                       sums[key], gradient == "pathwise" and last,
+                                       gradient != "none" and (key == "coarse" or not refine))
+                if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
+                    sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
+                if last and c == 0 and structure.depends_on_z and not structure.affine_in_z:
+                    z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
+        for key, acc in sums.items():
+            acc.n = paths
+            step = float(acc.mean("D")) / float(acc.mean("G"))
+            shift[key] += step
+            acc.step = step  # type: ignore[attr-defined]
+    out: dict[str, dict[str, float]] = {}
+    for key, acc in sums.items():
+        gbar = float(acc.mean("G"))
+        s = acc.step  # type: ignore[attr-defined]
+        # the mismatch at the root, linearised: D - s G
+        var_d = float(acc.var("D") - 2 * s * _cov(acc, "D", "G") + s * s * acc.var("G"))
+        mse = float(acc.sums["D^2"] / paths - 2 * s * acc.sums["DG"] / paths + s * s * acc.sums["G^2"] / paths)
+        se = math.sqrt(max(var_d, 0.0) / paths) / abs(gbar)
+        bias = math.sqrt(z_sens[key] * max(mse, 0.0)) / abs(gbar) if key in z_sens else 0.0
+        var_g = float(acc.var("g"))
+        out[key] = {"u0": shift[key], "se": se, "gbar": gbar, "mse": mse, "bias": bias,
+                    "ve": 1.0 - mse / var_g if var_g > 0 else float("nan")}
+    fine, coarse = out["fine"], out.get("coarse", out["fine"])
+    grad = grad_se = None
+    lr_mean = lr_se = None
+    grad = grad_se = None
+    lr_mean = lr_se = None
+    lr = sums["coarse" if refine else "fine"]
+    base = _lr_vectors(problem, torch.ones(1, dtype=torch.float64), z0.to(torch.float64).reshape(1, -1), 1.0)
+    if "L" in lr.sums and base is not None:
+        lr_vec = base[0] + lr.mean("L") / coarse["gbar"]
+        lr_vec_se = (lr.var("L") / paths).sqrt() / abs(coarse["gbar"])
+        lr_mean = float(lr_vec.mean())
+        lr_se = float(lr.var("Lmean").sqrt()) / math.sqrt(paths) / abs(coarse["gbar"])
+        if gradient == "likelihood_ratio":
+            grad, grad_se = tuple(float(v) for v in lr_vec), tuple(float(v) for v in lr_vec_se)
+    if gradient == "pathwise":
+        acc = sums["fine"]
+        grad_t = acc.mean("P") / fine["gbar"]
+        grad_se_t = (acc.var("P") / paths).sqrt() / abs(fine["gbar"])
+        grad, grad_se = tuple(float(v) for v in grad_t), tuple(float(v) for v in grad_se_t)
+    return Evaluation(
+        u0=fine["u0"], u0_coarse=coarse["u0"], u0_se=fine["se"], grad_u0=grad, grad_u0_se=grad_se,
+        grad_lr_mean=lr_mean, grad_lr_mean_se=lr_se,
+        time_step_bias=abs(fine["u0"] - coarse["u0"]) if refine else 0.0,
+        time_step_se=(float(sums["fine"].var("diff").sqrt()) / math.sqrt(paths) / abs(fine["gbar"])) if refine else 0.0,
+        control_bias=max(fine["bias"], coarse["bias"]), paths=paths, variance_explained=coarse["ve"],
+        trained_y0=float(control.y0), structure=structure)
+
+
+def _cov(acc: _Sums, a: str, b: str) -> float:
+    return float((acc.sums[a + b] / acc.n - acc.mean(a) * acc.mean(b)) * acc.n / max(acc.n - 1, 1))
+
+
+def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float, c: float,
+           structure: DriverStructure, acc: _Sums, gradient: bool, likelihood_ratio: bool) -> torch.Tensor:
+    """One chunk of paths: adds D, Gamma, g, the pathwise gradient P and the likelihood-ratio term L to ``acc``;
+    returns the mismatch D per path."""
+    batch, steps, m = dw.shape
+    x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim).clone().requires_grad_(gradient)
+    with torch.enable_grad():
+        x = forward_paths(problem, dw, dt, x0, girsanov=structure.affine_in_z)
+        z = control.z_at(x, steps).to(dw.dtype)
+        z = torch.cat([z0.to(dw.dtype).expand(batch, 1, m), z[:, 1:]], dim=1)
+        y0 = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device, requires_grad=True)
+        yn = driver_rollout(problem, y0, z, x, dw, dt, control.scheme, structure.affine_in_z)
+        g = problem.terminal(x[:, -1])
+        d = g - yn
+        inputs = [y0, x0] if gradient else [y0]
+        grads = torch.autograd.grad(yn.sum(), y0, retain_graph=gradient)
+        gamma = grads[0]
+        if gradient:
+            (pathwise,) = torch.autograd.grad(d.sum(), x0)
+    d, gamma, g = d.detach().reshape(-1), gamma.detach().reshape(-1), g.detach().reshape(-1)
+    acc.n += batch
+    acc.add("D", d)
+    acc.add("G", gamma)
+    acc.add_product("DG", d, gamma)
+    acc.add("g", g)
+    if gradient:
+        acc.add("P", pathwise.detach())
+    if likelihood_ratio:
+        lr = _lr_vectors(problem, d, dw[:, 0], dt)
+        if lr is not None:
+            acc.add("L", lr)
+            acc.add("Lmean", lr.mean(1))
+    del inputs
+    return d
+
+
+def _lr_vectors(problem: Problem, d: torch.Tensor, dw0: torch.Tensor, dt: float) -> torch.Tensor | None:
+    """Per path, :math:`\\sigma^{-\\top} D\\,\\Delta W_0 / \\Delta t` (the likelihood-ratio correction of
+    :math:`Z_0`, mapped to :math:`\\nabla u`), ``(B, d)``, or ``None`` where :math:`\\sigma(0, x_0)` does not
+    identify it. With ``d`` a ``(1,)`` one, ``dw0`` a ``(1, m)`` vector and ``dt`` 1: the map of that vector."""
+    x0 = problem.x0_tensor(dw0.dtype, dw0.device).unsqueeze(0)
+    sigma = problem.diffusion(torch.zeros((), dtype=dw0.dtype, device=dw0.device), x0)[0]
+    corr = d.reshape(-1, 1).to(dw0.dtype) * dw0 / dt  # (B, m)
+    if problem.noise_type == "diagonal":
+        if bool((sigma == 0).any()):
+            return None
+        return corr / sigma
+    if int(torch.linalg.matrix_rank(sigma.double())) < problem.dim:
+        return None
+    return corr @ torch.linalg.pinv(sigma.T).T
+
+
+def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float,
+                   c: float) -> float:
+    r""":math:`\overline{\sum_n |\partial_z f(t_n, X_n, Y_n, \hat Z_n)|^2 \Delta t}` along one chunk's paths."""
+    batch, steps, m = dw.shape
+    with torch.no_grad():
+        x = forward_paths(problem, dw, dt)
+        z = control.z_at(x, steps).to(dw.dtype)
+        z = torch.cat([z0.to(dw.dtype).expand(batch, 1, m), z[:, 1:]], dim=1)
+    grid = time_grid(steps * dt, steps, dtype=dw.dtype, device=dw.device)
+    y = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device)
+    total = torch.zeros(batch, dtype=torch.float64, device=dw.device)
+    for n in range(steps):
+        zn = z[:, n].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            f = problem.driver(grid[n], x[:, n], y, zn)
+            (jac,) = torch.autograd.grad(f.sum(), zn, allow_unused=True)
+        if jac is not None:
+            total += jac.detach().to(torch.float64).square().sum(1) * dt
+        y = y - f.detach() * dt + (z[:, n] * dw[:, n]).sum(1, keepdim=True)
+    return float(total.mean())

@@ -1,0 +1,205 @@
+"""The error bar (deepbsde.estimators): unbiasedness, standard errors and coverage on closed forms, the driver
+probe, the pathwise gradient, and the stopping rule and verdict of solve."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+import deepbsde
+from deepbsde.estimators import Control, DriverStructure, driver_structure, evaluate, pilot
+from deepbsde.paths import make_generator
+from equations import BlackScholesBarenblatt, GeometricBasketCall, HeatEquation, HJBLQ
+
+
+class DiscountedHeat(deepbsde.Problem):
+    """u_t + ½Δu − r u = 0, u(T, x) = |x|²/d: u(t, x) = e^{−r(T−t)}(|x|²/d + T − t) (the README's example)."""
+
+    def __init__(self, dim=3, horizon=1.0, x0=0.5, r=0.5):
+        super().__init__(dim, horizon, x0)
+        self.r = r
+
+    def drift(self, t, x):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t, x):
+        return torch.ones_like(x)
+
+    def driver(self, t, x, y, z):
+        return -self.r * y
+
+    def terminal(self, x):
+        return (x * x).mean(1, keepdim=True)
+
+    def exact_solution(self, t, x):
+        return torch.exp(-self.r * (self.horizon - t)) * ((x * x).mean(1, keepdim=True) + self.horizon - t)
+
+
+def exact_control(problem, factor: float, num_steps: int = 10, y0_shift: float = 0.0) -> tuple[Control, torch.Tensor]:
+    """A control from the closed form with Z scaled by ``factor`` (1: the exact Z; 0.5: a poor one)."""
+
+    def z_at(x, steps):
+        batch = x.shape[0]
+        t = torch.linspace(0, problem.horizon, steps + 1, dtype=x.dtype)[:-1].repeat(batch).reshape(-1, 1)
+        xs = x[:, :-1].reshape(-1, problem.dim)
+        with torch.enable_grad():
+            xg = xs if xs.requires_grad else xs.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(problem.exact_solution(t, xg).sum(), xg, create_graph=xs.requires_grad)
+        return factor * problem.sigma_transpose_times(t, xs, grad).reshape(batch, steps, -1)
+
+    x0 = problem.x0_tensor(torch.float64).reshape(1, 1, -1).expand(1, 2, -1)
+    z0 = z_at(x0, 1)[0, 0]
+    ref = problem.reference().value
+    return Control(ref + y0_shift, z_at, num_steps, "heun"), z0
+
+
+def structure(problem):
+    return pilot(problem, 10, 64, make_generator(0))[0].structure
+
+
+def test_driver_probe_tells_the_catalogue_apart():
+    assert driver_structure is not None
+    assert structure(HeatEquation(dim=3)) == DriverStructure(False, False, False)
+    assert structure(DiscountedHeat()) == DriverStructure(True, False, False)
+    assert structure(BlackScholesBarenblatt(dim=3)) == DriverStructure(True, True, True)  # affine in z
+    assert structure(HJBLQ(dim=3)) == DriverStructure(False, True, False)  # quadratic in z
+
+
+@pytest.mark.parametrize("problem", [HeatEquation(dim=3, x0=1.0), DiscountedHeat()], ids=["heat", "discounted"])
+def test_control_variate_is_unbiased_with_a_poor_control(problem):
+    """With half the exact Z and a trained Y0 0.3 off, 40 independent re-estimates of 512 paths average to the
+    exact u0 within 3 standard errors of their mean, and the stated standard error matches their spread. A
+    driver that depends on y is handled by the Newton step (a wrong Γ would bias the discounted case)."""
+    control, z0 = exact_control(problem, 0.5, y0_shift=0.3)
+    st = structure(problem)
+    runs = [evaluate(problem, control, z0, 512, seed, torch.float64, structure=st, refine=False, gradient=False)
+            for seed in range(40)]
+    values = [r.u0 for r in runs]
+    mean, spread = statistics.fmean(values), statistics.stdev(values)
+    stated = statistics.fmean(r.u0_se for r in runs)
+    exact = problem.reference().value
+    assert abs(mean - exact) < 3 * spread / math.sqrt(len(values)), (mean, exact, spread)
+    assert 0.75 < stated / spread < 1.33, (stated, spread)
+
+
+def test_interval_covers_on_closed_forms():
+    """The 95 % interval (1.96 standard errors plus the time-step bias bound) covers the exact u0 in at least
+    17 of 20 independent re-estimates with a poor control, for each of two closed forms."""
+    for problem in (HeatEquation(dim=2, x0=1.0, sigma=0.7), DiscountedHeat()):
+        control, z0 = exact_control(problem, 0.7)
+        st = structure(problem)
+        covers = 0
+        for seed in range(20):
+            ev = evaluate(problem, control, z0, 256, seed, torch.float64, structure=st, gradient=False)
+            lo, hi = ev.interval
+            covers += lo <= problem.reference().value <= hi
+        assert covers >= 17, (problem, covers)
+
+
+def test_exact_control_has_no_variance_left_but_the_time_step():
+    """With the exact Z the mismatch is the scheme's own (O(Δt)): variance explained close to 1."""
+    problem = HeatEquation(dim=2, x0=1.0)
+    control, z0 = exact_control(problem, 1.0, num_steps=20)
+    ev = evaluate(problem, control, z0, 2048, 0, torch.float64, structure=structure(problem))
+    assert ev.variance_explained > 0.95
+    assert ev.u0 == pytest.approx(problem.reference().value, rel=3e-3)
+
+
+def test_pathwise_gradient_of_closed_forms():
+    """∇u(0, x0) from the pathwise estimate: heat (2 x0, exact whatever Z) and the geometric basket (closed
+    form), each coordinate within 4 standard errors, with standard errors below 2 % of the value."""
+    heat = HeatEquation(dim=3, x0=[0.5, -1.0, 1.5], sigma=0.7)
+    control, z0 = exact_control(heat, 0.5)
+    ev = evaluate(heat, control, z0, 2048, 1, torch.float64, structure=structure(heat))
+    exact = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    got, se = torch.tensor(ev.grad_u0), torch.tensor(ev.grad_u0_se)
+    assert bool(((got - exact).abs() <= 4 * se + 1e-9).all()), (got, se)
+
+    basket = GeometricBasketCall(dim=3, rho=0.5, strike=95.0)
+    control, z0 = exact_control(basket, 1.0)
+    ev = evaluate(basket, control, z0, 4096, 2, torch.float64, structure=structure(basket))
+    x0 = basket.x0_tensor().unsqueeze(0).requires_grad_(True)
+    (exact,) = torch.autograd.grad(basket.exact_solution(torch.zeros(1, 1, dtype=torch.float64), x0).sum(), x0)
+    got, se = torch.tensor(ev.grad_u0), torch.tensor(ev.grad_u0_se)
+    assert bool(((got - exact[0]).abs() <= 4 * se + 1e-6).all()), (got, exact, se)
+    assert bool((se < 0.02 * exact[0].abs()).all())
+    # the likelihood-ratio cross-check agrees with the pathwise mean
+    assert abs(ev.grad_lr_mean - float(got.mean())) < 4 * ev.grad_lr_mean_se + 4 * float(se.max())
+
+
+def test_affine_driver_is_absorbed_and_quadratic_one_bounded():
+    """Black–Scholes–Barenblatt (f affine in z): paths under the Girsanov drift, no control bias and an
+    estimate that stays unbiased with a poor control. HJB (quadratic in z): a nonzero control bias bound."""
+    bsb = BlackScholesBarenblatt(dim=2)
+    control, z0 = exact_control(bsb, 0.5, num_steps=20)
+    ev = evaluate(bsb, control, z0, 4096, 3, torch.float64, structure=structure(bsb), gradient=False)
+    assert ev.control_bias == 0.0
+    lo, hi = ev.interval
+    assert lo <= bsb.reference().value <= hi, (ev.interval, bsb.reference().value)
+
+    hjb = HJBLQ(dim=2)
+    z_zero = Control(4.0, lambda x, s: torch.zeros(x.shape[0], s, 2, dtype=x.dtype), 10, "heun")
+    ev = evaluate(hjb, z_zero, torch.zeros(2, dtype=torch.float64), 1024, 0, torch.float64, structure=structure(hjb),
+                  gradient=False)
+    assert ev.control_bias == 0.0  # Z = 0 gives ∂f/∂z = 0 on the paths: first-order bias bound zero
+    poor = Control(4.0, lambda x, s: 0.3 * torch.ones(x.shape[0], s, 2, dtype=x.dtype), 10, "heun")
+    ev = evaluate(hjb, poor, torch.full((2,), 0.3, dtype=torch.float64), 1024, 0, torch.float64,
+                  structure=structure(hjb), gradient=False)
+    assert ev.control_bias > 0.0
+
+
+# --- through solve -------------------------------------------------------------------------------------
+
+def test_tolerance_stop_fires_and_budget_says_not_reached():
+    problem = HeatEquation(dim=2, x0=1.0)
+    quick = dict(iterations=2000, batch_size=64, log_every=50, eval_paths=4096)
+    loose = deepbsde.solve(problem, train=dict(quick, tolerance=0.02), seed=0, out=False, progress=False)
+    assert loose.extra["stopped_by"] == "tolerance" and loose.iterations < 2000
+    assert loose.tolerance_reached and loose.verdict == "ok"
+    lo, hi = loose.u0_interval
+    assert (hi - lo) / 2 <= 0.02 * abs(loose.u0)
+    strict = deepbsde.solve(problem, train=dict(quick, iterations=150, tolerance=1e-6), seed=0, out=False,
+                            progress=False)
+    assert strict.extra["stopped_by"] == "budget" and strict.iterations == 150
+    assert strict.tolerance_reached is False and strict.verdict == "check"
+    assert strict.verdict_reason.startswith("tolerance not reached") and strict.warnings[-1] == strict.verdict_reason
+    summary = strict.summary()
+    assert summary["tolerance_reached"] is False and summary["verdict"] == "check"
+
+
+def test_defaults_one_seed_one_answer():
+    """solve(problem) with no settings at all: the same seed gives the same history, u0 and interval."""
+    problem = HeatEquation(dim=2, x0=1.0)
+    train = dict(iterations=300, eval_paths=1024)
+    a, b = (deepbsde.solve(problem, train=train, seed=7, out=False, progress=False) for _ in range(2))
+    assert [r.loss for r in a.history] == [r.loss for r in b.history]
+    assert a.u0 == b.u0 and a.u0_interval == b.u0_interval and a.grad_u0 == b.grad_u0
+
+
+def test_no_settings_solve_is_right_with_an_error_bar():
+    """The README's promise: a user problem, no settings: the answer within its interval, and the interval
+    within 1 %."""
+    problem = DiscountedHeat(dim=5, r=0.05)
+    sol = deepbsde.solve(problem, out=False, progress=False)
+    lo, hi = sol.u0_interval
+    assert lo <= problem.reference().value <= hi
+    assert (hi - lo) / 2 < 0.01 * abs(sol.u0)
+    assert sol.verdict in ("ok", "check") and sol.grad_u0_stderr
+
+
+def test_problem_too_large_for_memory_is_refused(capsys):
+    """A dimension whose run cannot fit: exit 2 with the estimate and what the machine has, before training."""
+    from deepbsde.cli import main
+
+    code = main(["solve", "--equation", "HeatEquation", "--set", "equation.dim=2000000", "--out", "unused-run"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "needs about" in err and "available" in err and "Traceback" not in err
+
+
+def test_memory_estimate_grows_with_the_run():
+    method = deepbsde.DeepBSDE()
+    small = method.memory_estimate(HeatEquation(dim=10), 256, 1024, torch.float32)
+    large = method.memory_estimate(HeatEquation(dim=1000), 256, 1024, torch.float32)
+    assert 0 < small < large
