@@ -59,6 +59,9 @@ class Control:
     z_at: ZFunction
     num_steps: int  # the training grid
     scheme: str = "euler"
+    #: the problem the control was trained on where it differs from the user's (a sampling drift's view of
+    #: the same PDE, :class:`deepbsde.drift.DriftedProblem`); the re-estimate then runs on it
+    problem: Problem | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,9 +240,10 @@ class Evaluation:
     u0_coarse: float           # the same on the training grid
     u0_se: float               # statistical standard error of u0
     grad_u0: tuple[float, ...] | None      # pathwise estimate of the gradient (finer grid)
-    grad_u0_se: tuple[float, ...] | None
+    grad_u0_se: tuple[float, ...] | None   # its standard errors, the time-step bias bound folded in (/1.96)
     grad_lr_mean: float | None  # mean over coordinates of the likelihood-ratio estimate (a cross-check)
     grad_lr_mean_se: float | None
+    grad_time_step_bias: float | None  # largest |grad(2N) - grad(N)| over coordinates, inside grad_u0_se
     time_step_bias: float      # |u0(2N) - u0(N)|
     time_step_se: float        # standard error of u0(2N) - u0(N) (coupled paths)
     control_bias: float        # first-order bound where f depends on z (0 otherwise)
@@ -339,7 +343,15 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         var_d = float(acc.var("D") - 2 * s * _cov(acc, "D", "G") + s * s * acc.var("G"))
         mse = float(acc.sums["D^2"] / paths - 2 * s * acc.sums["DG"] / paths + s * s * acc.sums["G^2"] / paths)
         se = math.sqrt(max(var_d, 0.0) / paths) / abs(gbar)
-        bias = math.sqrt(z_sens[key] * max(mse, 0.0)) / abs(gbar) if key in z_sens else 0.0
+        bias = 0.0
+        if key in z_sens:
+            # first order: Cauchy-Schwarz with the driver's slope at the trained Z; second order: the driver's
+            # curvature over the control's typical error |Z - Z*| ~ sqrt(mean D^2 / T) (needed where the trained
+            # Z is poor: at Z = 0 the slope of HJB's driver vanishes, not its error)
+            sens, pts = z_sens[key]
+            mse_pos = max(mse, 0.0)
+            curv = _curvature(problem, pts, math.sqrt(mse_pos / problem.horizon))
+            bias = (math.sqrt(sens * mse_pos) + 0.5 * curv * mse_pos) / abs(gbar)
         var_g = float(acc.var("g"))
         out[key] = {"u0": shift[key], "se": se, "gbar": gbar, "mse": mse, "bias": bias,
                     "ve": 1.0 - mse / var_g if var_g > 0 else float("nan")}
@@ -357,14 +369,21 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         lr_se = float(lr.var("Lmean").sqrt()) / math.sqrt(paths) / abs(coarse["gbar"])
         if gradient == "likelihood_ratio":
             grad, grad_se = tuple(float(v) for v in lr_vec), tuple(float(v) for v in lr_vec_se)
+    grad_bias = None
     if gradient == "pathwise":
         acc = sums["fine"]
         grad_t = acc.mean("P") / fine["gbar"]
         grad_se_t = (acc.var("P") / paths).sqrt() / abs(fine["gbar"])
+        if refine and "P" in sums["coarse"].sums:
+            # the time step's share, as for u0: |fine - coarse| per coordinate, folded into the standard error
+            # so that 1.96 se is the half-width of the interval (statistical part plus the bias bound)
+            bias_t = (grad_t - sums["coarse"].mean("P") / coarse["gbar"]).abs()
+            grad_bias = float(bias_t.max())
+            grad_se_t = grad_se_t + bias_t / 1.96
         grad, grad_se = tuple(float(v) for v in grad_t), tuple(float(v) for v in grad_se_t)
     return Evaluation(
         u0=fine["u0"], u0_coarse=coarse["u0"], u0_se=fine["se"], grad_u0=grad, grad_u0_se=grad_se,
-        grad_lr_mean=lr_mean, grad_lr_mean_se=lr_se,
+        grad_lr_mean=lr_mean, grad_lr_mean_se=lr_se, grad_time_step_bias=grad_bias,
         time_step_bias=abs(fine["u0"] - coarse["u0"]) if refine else 0.0,
         time_step_se=(float(sums["fine"].var("diff").sqrt()) / math.sqrt(paths) / abs(fine["gbar"])) if refine else 0.0,
         control_bias=max(fine["bias"], coarse["bias"]), paths=paths, variance_explained=coarse["ve"],
@@ -428,8 +447,9 @@ def _lr_vectors(problem: Problem, d: torch.Tensor, dw0: torch.Tensor, dt: float)
 
 
 def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float,
-                   c: float) -> float:
-    r""":math:`\overline{\sum_n |\partial_z f(t_n, X_n, Y_n, \hat Z_n)|^2 \Delta t}` along one chunk's paths."""
+                   c: float, keep: int = 64) -> tuple[float, tuple[torch.Tensor, ...]]:
+    r""":math:`\overline{\sum_n |\partial_z f(t_n, X_n, Y_n, \hat Z_n)|^2 \Delta t}` along one chunk's paths, and the
+    points ``(t, x, y, z)`` of its first ``keep`` paths at every step (for :func:`_curvature`)."""
     batch, steps, m = dw.shape
     with torch.no_grad():
         x = forward_paths(problem, dw, dt)
@@ -438,6 +458,8 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
     grid = time_grid(steps * dt, steps, dtype=dw.dtype, device=dw.device)
     y = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device)
     total = torch.zeros(batch, dtype=torch.float64, device=dw.device)
+    k = min(keep, batch)
+    pts: list[list[torch.Tensor]] = [[], [], [], []]
     for n in range(steps):
         zn = z[:, n].detach().clone().requires_grad_(True)
         with torch.enable_grad():
@@ -445,5 +467,27 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
             (jac,) = torch.autograd.grad(f.sum(), zn, allow_unused=True)
         if jac is not None:
             total += jac.detach().to(torch.float64).square().sum(1) * dt
+        for part, v in zip(pts, (grid[n].expand(k, 1), x[:k, n], y[:k], z[:k, n])):
+            part.append(v.detach())
         y = y - f.detach() * dt + (z[:, n] * dw[:, n]).sum(1, keepdim=True)
-    return float(total.mean())
+    return float(total.mean()), tuple(torch.cat(p) for p in pts)
+
+
+def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, directions: int = 4) -> float:
+    r"""The mean over ``points`` of :math:`\max_v |f(z + hv) - 2f(z) + f(z - hv)| / h^2` over random unit
+    directions :math:`v`: the curvature of the driver in ``z`` at the scale ``h`` of the control's error. For a
+    smooth driver it is the size of :math:`\partial_z^2 f` (λ for HJB's :math:`-\lambda|z|^2/2`); across a kink
+    of the driver it is the kink's jump over ``h``, so that :math:`\tfrac12 L h^2` measures either."""
+    if h <= 0:
+        return 0.0
+    t, x, y, z = points
+    gen = make_generator(12345, "cpu")
+    worst = torch.zeros(z.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        base = problem.driver(t, x, y, z)
+        for _ in range(directions):
+            v = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(z.dtype).to(z.device)
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            second = problem.driver(t, x, y, z + h * v) - 2 * base + problem.driver(t, x, y, z - h * v)
+            worst = torch.maximum(worst, second.abs().reshape(-1).to(torch.float64).cpu() / (h * h))
+    return float(worst.mean())

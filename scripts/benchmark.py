@@ -135,7 +135,7 @@ def run_one(config: Path, seed: int, run_dir: Path, overrides: Sequence[str], *,
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
     wall = time.perf_counter() - start
     meta = {"config": str(config), "name": config.stem, "seed": seed, "overrides": list(overrides),
-            "iterations_scale": iterations_scale, "command": shlex.join(cmd), "invocation": invocation, "returncode": proc.returncode,
+            "iterations_scale": iterations_scale, "command": relative_command(cmd), "invocation": invocation, "returncode": proc.returncode,
             "wall_seconds": wall, "peak_memory_mb": usage.ru_maxrss / 1024.0,  # ru_maxrss is in KiB on Linux
             "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     if proc.returncode != 0:
@@ -326,6 +326,24 @@ def upsert_section(path: Path, key: str, text: str, *, first: bool = False) -> N
         new = old + ("\n" if old and not old.endswith("\n\n") else "") + block
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
+
+
+def relative_command(cmd: Sequence[str]) -> str:
+    """``cmd`` as a reader reruns it from the repository root: ``python`` for the interpreter's path and every
+    path below the root relative to it (no absolute paths of the machine it ran on)."""
+    out = []
+    for i, part in enumerate(cmd):
+        if i == 0 and Path(part).name.startswith("python"):
+            out.append("python")
+            continue
+        p = Path(part)
+        if p.is_absolute():
+            try:
+                part = str(p.relative_to(ROOT))
+            except ValueError:
+                pass
+        out.append(part)
+    return shlex.join(out)
 
 
 def benchmark_markdown(rows: list[dict[str, Any]], command: str, runs: dict[str, list[dict[str, Any]]]) -> str:

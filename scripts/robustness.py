@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="equation names (or case ids) to run")
     parser.add_argument("--methods", nargs="+", default=["DeepBSDE", "PINN"])
     parser.add_argument("--pinn-max-dim", type=int, default=100, help="PINN rows only up to this dimension")
+    parser.add_argument("--max-dim", type=int, default=None, help="only cases up to this dimension")
+    parser.add_argument("--min-dim", type=int, default=None, help="only cases from this dimension on")
     parser.add_argument("--from-runs", action="store_true", help="rebuild the tables from the saved runs")
     args = parser.parse_args(argv)
     if args.from_runs:
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             dim = kw.get("dim", 10)
             if method == "PINN" and dim > args.pinn_max_dim:
+                continue
+            if (args.max_dim is not None and dim > args.max_dim) or (args.min_dim is not None and dim < args.min_dim):
                 continue
             cid = case_id(name, kw, method)
             if args.only and not any(o in (name, name.split(":")[-1], cid) for o in args.only):

@@ -43,6 +43,10 @@ def test_benchmark_runs_and_tabulates_the_run_folders(tmp_path):
                 "rel_error_std", "within_bounds", "seconds_median", "iterations", "peak_memory_mb", "device", "scheme"}
     assert required <= set(rows[0])
     assert len(rows) == 1
+    # the commands printed are relative to the repository root: no path of the machine that ran them
+    markdown = (out / "results.md").read_text()
+    assert "python -m deepbsde solve equations/configs/heat.toml" in markdown
+    assert str(benchmark.ROOT) not in markdown and sys.executable not in markdown
     row = rows[0]
     summaries = [json.loads((out / "runs" / "heat" / f"seed-{s}" / "summary.json").read_text()) for s in (0, 1)]
     u0 = [s["u0"] for s in summaries]

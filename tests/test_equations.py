@@ -64,6 +64,7 @@ PROBLEMS = [cls(dim=d) for cls in CATALOGUE for d in (2, 5, 100)] + [
     GeometricBasketCall(dim=5, rho=-0.2, sigma=0.3),
     HeatEquation(dim=5, sigma=math.sqrt(2.0)),
     HJBLQ(dim=5, lam=2.0),
+    HJBLQ(dim=5, lam=2.0, pull=0.7),  # the sampling drift: drift -pull x, driver + pull x.z/sqrt 2, same PDE
     QuadraticGradient(dim=5, alpha=0.7),
     ReactionDiffusion(dim=5, kappa=-0.3),
     DefaultRisk(dim=5, R=0.03, delta=0.5),

@@ -140,9 +140,13 @@ def test_affine_driver_is_absorbed_and_quadratic_one_bounded():
 
     hjb = HJBLQ(dim=2)
     z_zero = Control(4.0, lambda x, s: torch.zeros(x.shape[0], s, 2, dtype=x.dtype), 10, "heun")
-    ev = evaluate(hjb, z_zero, torch.zeros(2, dtype=torch.float64), 1024, 0, torch.float64, structure=structure(hjb),
+    ev = evaluate(hjb, z_zero, torch.zeros(2, dtype=torch.float64), 4096, 0, torch.float64, structure=structure(hjb),
                   gradient=False)
-    assert ev.control_bias == 0.0  # Z = 0 gives ∂f/∂z = 0 on the paths: first-order bias bound zero
+    # Z = 0: the driver's slope vanishes on the paths, its curvature (λ) does not: the second-order term
+    # keeps the interval honest (the re-estimate is E g(X_T), above u by about λ/2 E∫|Z*|² dt)
+    lo, hi = ev.interval
+    assert ev.control_bias > 0.0 and lo <= hjb.reference().value <= hi, (ev.interval, hjb.reference().value)
+    assert ev.u0 - hjb.reference().value > 3 * ev.u0_se  # the re-estimate alone is biased: the bound is needed
     poor = Control(4.0, lambda x, s: 0.3 * torch.ones(x.shape[0], s, 2, dtype=x.dtype), 10, "heun")
     ev = evaluate(hjb, poor, torch.full((2,), 0.3, dtype=torch.float64), 1024, 0, torch.float64,
                   structure=structure(hjb), gradient=False)
@@ -203,3 +207,25 @@ def test_memory_estimate_grows_with_the_run():
     small = method.memory_estimate(HeatEquation(dim=10), 256, 1024, torch.float32)
     large = method.memory_estimate(HeatEquation(dim=1000), 256, 1024, torch.float32)
     assert 0 < small < large
+
+
+def test_sampling_drift_solves_the_same_pde():
+    """DeepBSDE(sampling_drift=κ) on a problem that has no such keyword: the driver gains (σ⁻¹b)·z with
+    b = −κ(x − x0), the paths are pulled towards x0, and the answer is the same closed form within its interval."""
+    from deepbsde.drift import DriftedProblem, pull_towards_x0
+
+    problem = HeatEquation(dim=3, x0=1.0, sigma=0.7)
+    view = DriftedProblem(problem, pull_towards_x0(2.0, problem.x0_tensor()))
+    x = torch.full((4, 3), 2.0, dtype=torch.float64)
+    z = torch.ones(4, 3, dtype=torch.float64)
+    t = torch.zeros((), dtype=torch.float64)
+    # b = -2 (x - 1) = -2 per coordinate, σ = 0.7: f - (b/σ)·z = 0 + 3 * 2 / 0.7
+    assert torch.allclose(view.driver(t, x, torch.zeros(4, 1, dtype=torch.float64), z),
+                          torch.full((4, 1), 6 / 0.7, dtype=torch.float64))
+    method = deepbsde.DeepBSDE(sampling_drift=2.0)
+    sol = deepbsde.solve(problem, method, train=dict(iterations=400, eval_paths=4096, tolerance=0), seed=0,
+                         out=False, progress=False)
+    lo, hi = sol.u0_interval
+    assert lo <= problem.reference().value <= hi and (hi - lo) / 2 < 0.01 * sol.u0
+    with pytest.raises(deepbsde.ConfigError, match="sampling_drift"):
+        deepbsde.DeepBSDE(sampling_drift=-1.0)

@@ -30,7 +30,7 @@ from ..nets import StepNets, TimeNet
 from ..estimators import Control, Pilot, pilot
 from ..paths import brownian_increments, make_generator, simulate, time_grid
 from ..problem import Problem
-from ._checks import choice, integer, interval, positive_or_none, widths
+from ._checks import choice, integer, interval, number, positive_or_none, widths
 from .base import Estimate, Method
 
 __all__ = ["DeepBSDE", "DeepBSDEModel", "rollout", "terminal_loss"]
@@ -174,6 +174,11 @@ class DeepBSDE(Method):
         ``"heun"`` (the default; trapezoidal driver term) or ``"euler"`` (the original): see :func:`rollout`.
     pilot_paths:
         Paths of the :math:`Z = 0` pilot simulation that sets the starting values and scales.
+    sampling_drift:
+        κ ≥ 0: draw the training paths with the extra drift :math:`b = -\kappa(x - x_0)` and subtract
+        :math:`(\sigma^{-1}b)\cdot z` from the driver, the same PDE (:mod:`deepbsde.drift`); any problem can use
+        it. 0 (the default): none. It helps HJB equations at large λ, whose optimally controlled paths stay
+        near the minimum of g (``hjb_lq_lam20.toml``).
     """
 
     num_steps: int = 20
@@ -186,11 +191,16 @@ class DeepBSDE(Method):
     z_scale: float | str | None = None
     scheme: str = "heun"
     pilot_paths: int = 1024
+    sampling_drift: float = 0.0
     name: str = dataclasses.field(default="DeepBSDE", init=False, repr=False)
 
     def __post_init__(self) -> None:
         integer("num_steps", self.num_steps, 1)
         integer("pilot_paths", self.pilot_paths, 2)
+        number("sampling_drift", self.sampling_drift)
+        if self.sampling_drift < 0:
+            raise ConfigError(f"method.sampling_drift: expected a finite number >= 0 (the rate κ of the pull "
+                              f"towards x0), received {describe(self.sampling_drift)}")
         choice("network", self.network, ("per_step", "shared"))
         if self.hidden is not None:
             object.__setattr__(self, "hidden", widths("hidden", self.hidden))
@@ -233,9 +243,23 @@ class DeepBSDE(Method):
         pilot_bytes = 2 * self.pilot_paths * (n + 1) * (d + m) * 8
         return float(param_bytes + train_bytes + valid_bytes + pilot_bytes + 4e8)
 
+    def view(self, problem: Problem) -> Problem:
+        """The problem the method trains on: ``problem`` itself, or its :class:`~deepbsde.drift.DriftedProblem`
+        with this method's ``sampling_drift`` (made once per problem object)."""
+        if not self.sampling_drift:
+            return problem
+        cache = self.__dict__.setdefault("_views", {})
+        key = id(problem)
+        if key not in cache or cache[key][0] is not problem:
+            from ..drift import DriftedProblem, pull_towards_x0
+
+            cache[key] = (problem, DriftedProblem(problem, pull_towards_x0(self.sampling_drift,
+                                                                            problem.x0_tensor(torch.float64))))
+        return cache[key][1]
+
     def pilot(self, problem: Problem, generator: torch.Generator) -> tuple[Pilot, torch.Tensor]:
         """The :math:`Z = 0` pilot on this method's grid (float64, CPU), and its paths."""
-        return pilot(problem, self.num_steps, self.pilot_paths, generator, torch.float64)
+        return pilot(self.view(problem), self.num_steps, self.pilot_paths, generator, torch.float64)
 
     def build(self, problem: Problem, generator: torch.Generator) -> DeepBSDEModel:
         pil, x = self.pilot(problem, generator)
@@ -274,12 +298,12 @@ class DeepBSDE(Method):
                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         dt = problem.horizon / self.num_steps
         dw = brownian_increments(batch_size, self.num_steps, problem.noise_dim, dt, generator, dtype)
-        return simulate(problem, dw, dt), dw
+        return simulate(self.view(problem), dw, dt), dw
 
     def loss(self, model: DeepBSDEModel, problem: Problem, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, dw = batch
         y0, z = model(x)
-        y_terminal = rollout(problem, y0, z, x, dw, problem.horizon / self.num_steps, self.scheme)
+        y_terminal = rollout(self.view(problem), y0, z, x, dw, problem.horizon / self.num_steps, self.scheme)
         return terminal_loss(y_terminal - problem.terminal(x[:, -1]), self.clip)
 
     def report(self, model: DeepBSDEModel, problem: Problem, samples: int = 1024) -> dict[str, object]:
@@ -305,8 +329,9 @@ class DeepBSDE(Method):
         with torch.no_grad():
             y0, z = model(x)
             g = problem.terminal(x[:, -1])
-            mse = float((rollout(problem, y0, z, x, dw, dt, self.scheme) - g).square().mean())
-            mse0 = float((rollout(problem, y0, torch.zeros_like(z), x, dw, dt, self.scheme) - g).square().mean())
+            view = self.view(problem)
+            mse = float((rollout(view, y0, z, x, dw, dt, self.scheme) - g).square().mean())
+            mse0 = float((rollout(view, y0, torch.zeros_like(z), x, dw, dt, self.scheme) - g).square().mean())
         model.train(was_training)
         var_g = float(g.var())
         out: dict[str, object] = {"terminal_mse": mse, "terminal_mse_z0": mse0, "terminal_mean": float(g.mean()),
@@ -332,7 +357,9 @@ class DeepBSDE(Method):
 
     def control(self, model: DeepBSDEModel, problem: Problem) -> Control:
         """The trained :math:`Y_0` and :math:`Z` as a control for the error bar (:mod:`deepbsde.estimators`)."""
-        return Control(float(model.y0.detach()[0]), model.z_at, self.num_steps, self.scheme)
+        view = self.view(problem)
+        return Control(float(model.y0.detach()[0]), model.z_at, self.num_steps, self.scheme,
+                       view if view is not problem else None)
 
     def trained_z0(self, model: DeepBSDEModel, problem: Problem) -> torch.Tensor:
         return model.z0.detach()

@@ -143,8 +143,12 @@ class PINN(Method):
     probes:
         Rademacher probes per point for the Hutchinson estimate.
     sampler:
-        ``"box"`` (uniform), ``"sobol"`` (scrambled Sobol, seeded from the generator) or ``"paths"`` (points
-        of forward paths of the SDE; a :class:`~deepbsde.Problem` only).
+        ``"auto"`` (the default: ``"paths"`` for a :class:`~deepbsde.Problem`, ``"box"`` for a
+        :class:`~deepbsde.ResidualProblem`), ``"box"`` (uniform), ``"sobol"`` (scrambled Sobol, seeded from the
+        generator) or ``"paths"`` (points of forward paths of the SDE; a :class:`~deepbsde.Problem` only). For a
+        terminal-value problem on all of R^d a box around x0 leaves the solution undetermined near its edges,
+        and the paths are where u(0, x0) is decided: with a box of half-width 1 the PINN missed a basket call at
+        x0 = 100 entirely.
     half_width:
         For a :class:`~deepbsde.Problem` the box is :math:`x_0 + [-h, h]^d`, ``t`` in ``[0, T]``; a
         :class:`~deepbsde.ResidualProblem` brings its own box.
@@ -175,7 +179,7 @@ class PINN(Method):
     activation: str = "tanh"
     trace: str = "auto"
     probes: int = 4
-    sampler: str = "box"
+    sampler: str = "auto"
     half_width: float = 1.0
     path_steps: int = 20
     condition_fraction: float = 0.25
@@ -199,7 +203,7 @@ class PINN(Method):
         object.__setattr__(self, "hidden", widths("hidden", self.hidden))
         choice("activation", self.activation, _ACTIVATIONS)
         choice("trace", self.trace, ("auto", "exact", "hutchinson"))
-        choice("sampler", self.sampler, ("box", "sobol", "paths"))
+        choice("sampler", self.sampler, ("auto", "box", "sobol", "paths"))
         choice("weighting", self.weighting, ("fixed", "adaptive"))
         integer("probes", self.probes, 1)
         integer("path_steps", self.path_steps, 1)
@@ -235,6 +239,12 @@ class PINN(Method):
                 raise ConfigError(f"method.trace: 'hutchinson' applies to a deepbsde.Problem; {problem.name} "
                                   f"computes its own residual (use Derivatives.hvp there): use 'auto'")
 
+    def sampler_for(self, problem: Problem | ResidualProblem) -> str:
+        """The sampler in use: ``sampler``, with ``"auto"`` resolved for ``problem``."""
+        if self.sampler != "auto":
+            return self.sampler
+        return "box" if isinstance(problem, ResidualProblem) else "paths"
+
     def trace_for(self, problem: Problem | ResidualProblem) -> str:
         """``"exact"`` or ``"hutchinson"`` (``"none"`` for a ResidualProblem)."""
         if isinstance(problem, ResidualProblem):
@@ -251,7 +261,7 @@ class PINN(Method):
         if isinstance(problem, ResidualProblem):
             lo, hi = problem.bounds_tensor()
             x_center, x_scale = 0.5 * (lo + hi), 0.5 * (hi - lo)
-        elif self.sampler == "paths":
+        elif self.sampler_for(problem) == "paths":
             x_center = x.mean(0)
             x_scale = x.std(0).clamp_min(1e-3 * (1.0 + float(x_center.abs().max())))
         else:
@@ -460,7 +470,7 @@ class PINN(Method):
                 x_bc[rows, coord] = torch.where(face % 2 == 0, lo[coord], hi[coord])
             return t, x, x_cond, t_bc, x_bc
         x0 = problem.x0_tensor(dtype, dev)
-        if self.sampler == "paths":
+        if self.sampler_for(problem) == "paths":
             steps = self.path_steps
             dt = horizon / steps
             total = max(n, n_cond)

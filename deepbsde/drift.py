@@ -1,0 +1,104 @@
+r"""A sampling drift: the same PDE, with the forward paths drawn elsewhere.
+
+For any :math:`b(t, x)`, the PDE :math:`u_t + \tfrac12\operatorname{Tr}(\sigma\sigma^\top\nabla^2u) + \mu\cdot\nabla u
++ f(t, x, u, \sigma^\top\nabla u) = 0` is also
+
+.. math::
+    u_t + \tfrac12\operatorname{Tr}(\sigma\sigma^\top\nabla^2u) + (\mu + b)\cdot\nabla u
+    + \big[f(t, x, u, z) - (\sigma^{-1}b)\cdot z\big]_{z = \sigma^\top\nabla u} = 0,
+
+since :math:`b\cdot\nabla u = (\sigma^{-1}b)\cdot\sigma^\top\nabla u`. So the deep BSDE method may draw its paths
+from :math:`dX = (\mu + b)\,dt + \sigma\,dW` with the driver :math:`f - (\sigma^{-1}b)^\top z` and solve the same
+PDE. It helps where the loss, measured on the uncontrolled paths, does not identify :math:`Y_0` well: for
+HJB equations at large λ the optimally controlled paths are pulled towards the minimum of ``g``, and
+:math:`b = -\kappa(x - x_0)` draws the training paths there (benchmarks/results.md, "Hard regimes").
+
+:class:`DriftedProblem` is that problem, for any :class:`~deepbsde.Problem`; ``DeepBSDE(sampling_drift=...)``
+uses it. A step is the problem's own step (exact where it has one) plus :math:`b\,\Delta t`, first order in
+the extra drift.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import ConfigError, describe
+from .problem import Problem, Reference
+
+__all__ = ["DriftedProblem", "pull_towards_x0"]
+
+DriftFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pull_towards_x0(kappa: float, x0: torch.Tensor) -> DriftFunction:
+    """:math:`b(t, x) = -\\kappa (x - x_0)`: mean reversion towards the starting point at rate κ."""
+
+    def b(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -kappa * (x - x0.to(x.dtype).to(x.device))
+
+    return b
+
+
+class DriftedProblem(Problem):
+    """``problem`` with the sampling drift ``b`` added to its forward SDE and subtracted from its driver (the
+    same PDE; see the module docstring). ``b(t, x)`` returns ``(batch, d)``."""
+
+    def __init__(self, problem: Problem, b: DriftFunction) -> None:
+        if not isinstance(problem, Problem):
+            raise ConfigError(f"sampling_drift: needs a deepbsde.Problem, received {describe(problem)}")
+        super().__init__(problem.dim, problem.horizon, problem.x0)
+        self.base = problem
+        self.b = b
+        self.noise_type = problem.noise_type
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def noise_dim(self) -> int:
+        return self.base.noise_dim
+
+    def describe(self) -> dict[str, object]:
+        return self.base.describe()
+
+    def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.drift(t, x) + self.b(t, x)
+
+    def diffusion(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.diffusion(t, x)
+
+    def sigma_times(self, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.base.sigma_times(t, x, v)
+
+    def sigma_transpose_times(self, t: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return self.base.sigma_transpose_times(t, x, p)
+
+    def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
+        return self.base.step(t, x, dt, dw) + self.b(t, x) * dt
+
+    def driver(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.base.driver(t, x, y, z) - (self._sigma_inverse_b(t, x) * z).sum(1, keepdim=True)
+
+    def terminal(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.terminal(x)
+
+    def exact_solution(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.exact_solution(t, x)
+
+    @property
+    def has_exact_solution(self) -> bool:
+        return self.base.has_exact_solution
+
+    def reference(self) -> Reference | None:
+        return self.base.reference()
+
+    def _sigma_inverse_b(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sigma^{-1} b` (least squares for general noise), ``(batch, m)``."""
+        b = self.b(t, x)
+        sigma = self.base.diffusion(t, x)
+        if self.base.noise_type == "diagonal":
+            return b / sigma
+        return torch.linalg.lstsq(sigma, b.unsqueeze(2)).solution.squeeze(2)
