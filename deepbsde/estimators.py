@@ -62,6 +62,9 @@ class Control:
     #: the problem the control was trained on where it differs from the user's (a sampling drift's view of
     #: the same PDE, :class:`deepbsde.drift.DriftedProblem`); the re-estimate then runs on it
     problem: Problem | None = None
+    #: ``z_step(n, x_n, N)``: the control one step at a time, where the re-estimate of u0 runs under the
+    #: measure the control induces (:func:`deepbsde.methods.deep_bsde.controlled_paths`)
+    z_step: Callable[[int, torch.Tensor, int], torch.Tensor] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +180,8 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
     r"""A :math:`Z = 0` pilot on ``paths`` forward paths: :math:`Y_N = g(X_N)`,
     :math:`Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0)\Delta t` pathwise, then :math:`\hat Y_0` the mean (one Picard
     sweep of the backward equation with the martingale part dropped). Scales: ``y_scale`` is the standard
-    deviation of :math:`g(X_N)` (floored at 1e-3 of the level), ``z_scale`` the per-coordinate size of a
+    deviation of :math:`g(X_N)` (floored at 1e-3 of the level, or of 1 where g does not move on the pilot),
+    ``z_scale`` the per-coordinate size of a
     :math:`Z` whose stochastic integral carries that variance, :math:`\sqrt{\operatorname{Var} g / (T m)}`.
 
     Returns the :class:`Pilot` and the pilot paths ``(P, N + 1, d)``.
@@ -195,10 +199,13 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
             y = y + problem.driver(grid[n], x[:, n], y, zero) * dt
             y = torch.where(torch.isfinite(y), y, g)  # a driver that blows up on the pilot must not poison the start
         y0 = float(y.mean())
-        level = max(abs(y0), float(g.abs().mean()), 1e-12)
+        level = max(abs(y0), float(g.abs().mean()))
         spread = max(float(g.std()), float(y.std()))
-        y_scale = max(spread, 1e-3 * level)
-        z_scale = max(float(g.std()), 1e-3 * level) / math.sqrt(problem.horizon * problem.noise_dim)
+        # a pilot on which g does not move (a far out-of-the-money payoff: all pilot payoffs 0) says nothing of
+        # the scale: then one thousandth of max(level, 1), never a scale that underflows in float32
+        floor = 1e-3 * level if spread > 0 and level > 0 else 1e-3 * max(level, 1.0)
+        y_scale = max(spread, floor)
+        z_scale = max(float(g.std()), floor) / math.sqrt(problem.horizon * problem.noise_dim)
     sample = x[:, : max(num_steps, 1)].reshape(-1, problem.dim)
     k = min(sample.shape[0], 512)
     idx = torch.randperm(sample.shape[0], generator=make_generator(0))[:k]
@@ -349,6 +356,8 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
             # curvature over the control's typical error |Z - Z*| ~ sqrt(mean D^2 / T) (needed where the trained
             # Z is poor: at Z = 0 the slope of HJB's driver vanishes, not its error)
             sens, pts = z_sens[key]
+            if _controlled(control, structure):
+                sens = 0.0  # under the control's measure the driver's slope at the control is zero
             mse_pos = max(mse, 0.0)
             curv = _curvature(problem, pts, math.sqrt(mse_pos / problem.horizon))
             bias = (math.sqrt(sens * mse_pos) + 0.5 * curv * mse_pos) / abs(gbar)
@@ -400,6 +409,7 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
     returns the mismatch D per path."""
     batch, steps, m = dw.shape
     x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim).clone().requires_grad_(gradient)
+    controlled = _controlled(control, structure)
     with torch.enable_grad():
         x = forward_paths(problem, dw, dt, x0, girsanov=structure.affine_in_z)
         z = control.z_at(x, steps).to(dw.dtype)
@@ -408,11 +418,13 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
         yn = driver_rollout(problem, y0, z, x, dw, dt, control.scheme, structure.affine_in_z)
         g = problem.terminal(x[:, -1])
         d = g - yn
-        inputs = [y0, x0] if gradient else [y0]
         grads = torch.autograd.grad(yn.sum(), y0, retain_graph=gradient)
         gamma = grads[0]
         if gradient:
             (pathwise,) = torch.autograd.grad(d.sum(), x0)
+    d_plain = d.detach().reshape(-1)
+    if controlled:  # u0 under the control's measure: second-order bias (the gradient stays pathwise, above)
+        d, gamma, g = _controlled_mismatch(problem, control, z0, dw, dt, c)
     d, gamma, g = d.detach().reshape(-1), gamma.detach().reshape(-1), g.detach().reshape(-1)
     acc.n += batch
     acc.add("D", d)
@@ -422,12 +434,33 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
     if gradient:
         acc.add("P", pathwise.detach())
     if likelihood_ratio:
-        lr = _lr_vectors(problem, d, dw[:, 0], dt)
+        lr = _lr_vectors(problem, d_plain, dw[:, 0], dt)
         if lr is not None:
             acc.add("L", lr)
             acc.add("Lmean", lr.mean(1))
-    del inputs
     return d
+
+
+def _controlled(control: Control, structure: DriverStructure) -> bool:
+    return control.z_step is not None and structure.depends_on_z and not structure.affine_in_z
+
+
+def _controlled_mismatch(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float,
+                         c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(D, Gamma, g)`` per path under the measure the control induces (drift σβ, driver f − β·z)."""
+    from .methods.deep_bsde import controlled_paths, rollout
+
+    batch, steps, m = dw.shape
+    x, beta = controlled_paths(problem, control.z_step, c, dw, dt)
+    with torch.no_grad():
+        z = control.z_at(x, steps).to(dw.dtype)
+    z = torch.cat([z0.to(dw.dtype).expand(batch, 1, m), z[:, 1:]], dim=1)
+    y0 = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device, requires_grad=True)
+    with torch.enable_grad():
+        yn = rollout(problem, y0, z, x, dw, dt, control.scheme, beta)
+        (gamma,) = torch.autograd.grad(yn.sum(), y0)
+    g = problem.terminal(x[:, -1])
+    return g - yn.detach(), gamma, g
 
 
 def _lr_vectors(problem: Problem, d: torch.Tensor, dw0: torch.Tensor, dt: float) -> torch.Tensor | None:

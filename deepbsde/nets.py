@@ -102,10 +102,6 @@ MEAN_FIELD_WIDTH = 128
 def _out_scale(width: int) -> float:
     """``min(1, MEAN_FIELD_WIDTH / width)``: the output of a wide network moves per Adam step no more than that of
     a network of width :data:`MEAN_FIELD_WIDTH` (mean-field scaling beyond it)."""
-    import os
-    mode = os.environ.get("DEEPBSDE_OUT")
-    if mode:
-        return {"one": 1.0, "mf": 1.0 / width, "sqrt": 1.0 / math.sqrt(width)}[mode]
     return min(1.0, MEAN_FIELD_WIDTH / width)
 
 
