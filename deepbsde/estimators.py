@@ -253,7 +253,7 @@ class Evaluation:
     grad_time_step_bias: float | None  # largest |grad(2N) - grad(N)| over coordinates, inside grad_u0_se
     time_step_bias: float      # |u0(2N) - u0(N)|
     time_step_se: float        # standard error of u0(2N) - u0(N) (coupled paths)
-    control_bias: float        # first-order bound where f depends on z (0 otherwise)
+    control_bias: float        # bound of the control's bias where f is nonlinear in y or depends on z (0 otherwise)
     paths: int
     variance_explained: float  # 1 - mean D^2 / Var g on the training grid
     trained_y0: float
@@ -335,7 +335,8 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
                                        gradient != "none" and (key == "coarse" or not refine))
                 if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
                     sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
-                if last and c == 0 and structure.depends_on_z and not structure.affine_in_z:
+                nonlinear = (structure.depends_on_z and not structure.affine_in_z) or structure.depends_on_y
+                if last and c == 0 and nonlinear:
                     z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
         for key, acc in sums.items():
             acc.n = paths
@@ -356,11 +357,18 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
             # curvature over the control's typical error |Z - Z*| ~ sqrt(mean D^2 / T) (needed where the trained
             # Z is poor: at Z = 0 the slope of HJB's driver vanishes, not its error)
             sens, pts = z_sens[key]
-            if _controlled(control, structure):
-                sens = 0.0  # under the control's measure the driver's slope at the control is zero
             mse_pos = max(mse, 0.0)
-            curv = _curvature(problem, pts, math.sqrt(mse_pos / problem.horizon))
-            bias = (math.sqrt(sens * mse_pos) + 0.5 * curv * mse_pos) / abs(gbar)
+            if structure.depends_on_z and not structure.affine_in_z:
+                if _controlled(control, structure):
+                    sens = 0.0  # under the control's measure the driver's slope at the control is zero
+                curv = _curvature(problem, pts, math.sqrt(mse_pos / problem.horizon))
+                bias += math.sqrt(sens * mse_pos) + 0.5 * curv * mse_pos
+            if structure.depends_on_y:
+                # a driver nonlinear in y is evaluated at Y_t, off u(t, X_t) by the control's accumulated error
+                # (mean square up to mean D^2): Jensen's gap, at most half the curvature in y times that, over [0, T]
+                curv_y = _curvature(problem, pts, math.sqrt(mse_pos), variable="y")
+                bias += 0.5 * curv_y * mse_pos * problem.horizon
+            bias /= abs(gbar)
         var_g = float(acc.var("g"))
         out[key] = {"u0": shift[key], "se": se, "gbar": gbar, "mse": mse, "bias": bias,
                     "ve": 1.0 - mse / var_g if var_g > 0 else float("nan")}
@@ -497,7 +505,7 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
         zn = z[:, n].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             f = problem.driver(grid[n], x[:, n], y, zn)
-            (jac,) = torch.autograd.grad(f.sum(), zn, allow_unused=True)
+            jac = torch.autograd.grad(f.sum(), zn, allow_unused=True)[0] if f.requires_grad else None
         if jac is not None:
             total += jac.detach().to(torch.float64).square().sum(1) * dt
         for part, v in zip(pts, (grid[n].expand(k, 1), x[:k, n], y[:k], z[:k, n])):
@@ -506,7 +514,8 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
     return float(total.mean()), tuple(torch.cat(p) for p in pts)
 
 
-def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, directions: int = 4) -> float:
+def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, directions: int = 4,
+               variable: str = "z") -> float:
     r"""The mean over ``points`` of :math:`\max_v |f(z + hv) - 2f(z) + f(z - hv)| / h^2` over random unit
     directions :math:`v`: the curvature of the driver in ``z`` at the scale ``h`` of the control's error. For a
     smooth driver it is the size of :math:`\partial_z^2 f` (λ for HJB's :math:`-\lambda|z|^2/2`); across a kink
@@ -518,6 +527,9 @@ def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, dir
     worst = torch.zeros(z.shape[0], dtype=torch.float64)
     with torch.no_grad():
         base = problem.driver(t, x, y, z)
+        if variable == "y":  # one direction: y is a scalar
+            second = problem.driver(t, x, y + h, z) - 2 * base + problem.driver(t, x, y - h, z)
+            return float((second.abs().reshape(-1).to(torch.float64).cpu() / (h * h)).mean())
         for _ in range(directions):
             v = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(z.dtype).to(z.device)
             v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)

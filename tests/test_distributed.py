@@ -52,6 +52,13 @@ def test_torchrun_cli_two_processes(tmp_path: Path) -> None:
     summary = json.loads(json_lines[0])
     assert summary["world_size"] == 2 and summary["iterations"] == ITERATIONS
 
+    # resuming that run with another number of processes (here one) is refused, with the reason (exit 2)
+    single = subprocess.run([sys.executable, "-m", "deepbsde", "solve", "--resume", "run", "--no-progress",
+                             "--set", f"train.iterations={ITERATIONS + 100}"], cwd=work, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 2, single.stdout + single.stderr
+    assert "same number of processes" in single.stderr and "Traceback" not in single.stderr
+
     # one run folder, written by rank 0 alone
     assert [p.name for p in work.iterdir()] == ["run"]
     run = work / "run"

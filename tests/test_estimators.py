@@ -134,7 +134,7 @@ def test_affine_driver_is_absorbed_and_quadratic_one_bounded():
     bsb = BlackScholesBarenblatt(dim=2)
     control, z0 = exact_control(bsb, 0.5, num_steps=20)
     ev = evaluate(bsb, control, z0, 4096, 3, torch.float64, structure=structure(bsb), gradient=False)
-    assert ev.control_bias == 0.0
+    assert ev.control_bias < 1e-12 * ev.u0  # linear in y: the curvature term is rounding only
     lo, hi = ev.interval
     assert lo <= bsb.reference().value <= hi, (ev.interval, bsb.reference().value)
 
