@@ -8,28 +8,34 @@ constant :math:`c` ends at :math:`Y_N(c)`, with mismatch :math:`D(c) = g(X_N) - 
 :math:`\hat u_0` solves :math:`\overline{D(c)} = 0` (Newton's method with the pathwise derivative
 :math:`\Gamma = \partial Y_N / \partial c`, which is 1 where :math:`f` does not depend on :math:`y`):
 
-* where :math:`f` does not depend on :math:`z`, :math:`\hat u_0` is a consistent estimate of the scheme's
-  value whatever :math:`\hat Z` is (unbiased where :math:`f` is also free of :math:`y`); :math:`\hat Z` only
-  sets its variance, :math:`\approx \overline{D^2} / M`. Its standard error is
-  :math:`\operatorname{sd}(D) / (\sqrt M\,|\bar\Gamma|)` (the delta method);
+* where :math:`f` does not depend on :math:`z` and is linear in :math:`y`, :math:`\hat u_0` is an unbiased
+  estimate of the scheme's value whatever :math:`\hat Z` is; :math:`\hat Z` only sets its variance,
+  :math:`\approx \overline{D^2} / M`. Its standard error is :math:`\operatorname{sd}(D) / (\sqrt M\,|\bar\Gamma|)`
+  (the delta method);
 * where :math:`f` is affine in :math:`z` with a coefficient :math:`\beta(t, x)` (Black–Scholes–Barenblatt,
   the basket's discounting), the paths are drawn under the measure that absorbs :math:`\beta`: drift
   :math:`\mu + \sigma\beta` and driver :math:`f - \beta^\top z` (Girsanov); the estimate is then again free of
   :math:`\hat Z`'s bias;
 * otherwise (HJB, Burgers-type, different rates) :math:`\hat u_0` is the value of the trained control, not
-  the solution. A first-order bound of the gap, by Cauchy–Schwarz:
-  :math:`|\hat u_0 - u_0| \lesssim \sqrt{\overline{\textstyle\sum_n |\partial_z f_n|^2\Delta t}\;
-  \overline{D^2}} / |\bar\Gamma|`, since :math:`\overline{D^2}` estimates
-  :math:`E\int|Z - \hat Z|^2 dt` (plus the scheme's own mismatch, which makes the bound conservative).
+  the solution. Its bias is bounded by a first-order term, by Cauchy–Schwarz,
+  :math:`\sqrt{\overline{\textstyle\sum_n |\partial_z f_n|^2\Delta t}\;\overline{D^2}}` (zero where the paths run
+  under the measure the control induces, :func:`deepbsde.methods.deep_bsde.controlled_paths`), plus a
+  second-order one, half the driver's curvature in ``z`` at the control's error scale times
+  :math:`\overline{D^2}` (:func:`_curvature`), since :math:`\overline{D^2}` estimates :math:`E\int|Z - \hat Z|^2 dt`;
+* where :math:`f` depends on :math:`y` other than linearly, :math:`Y` along a path is off :math:`u(t, X_t)` by the
+  control's accumulated error, and Jensen's gap is bounded by half the curvature in ``y`` times
+  :math:`T\,\overline{D^2}`.
 
-**Z0.** Moving :math:`Z_0` by :math:`\delta` moves :math:`Y_N` by :math:`\Gamma\,\delta^\top\Delta W_0`, so
-:math:`\hat Z_0 = Z_0 + \overline{D\,\Delta W_0} / (\Delta t\,\bar\Gamma)` with standard errors
-:math:`\operatorname{sd}(D\,\Delta W_0) / (\Delta t\,\sqrt M\,|\bar\Gamma|)` per coordinate.
+**Gradient.** The pathwise derivative in :math:`x_0` of each path's estimate (through the paths, the driver
+and the control), with standard errors per coordinate; for Lipschitz payoffs its mean is :math:`\nabla u` of
+the scheme. The likelihood-ratio route, moving :math:`Z_0` by :math:`\delta` moves :math:`Y_N` by
+:math:`\Gamma\,\delta^\top\Delta W_0`, so :math:`\hat Z_0 = Z_0 + \overline{D\,\Delta W_0} / (\Delta t\,\bar\Gamma)`,
+is the cross-check (and the PINN's estimate).
 
 **Time step.** The same estimate on a grid of :math:`2N` steps (the trained :math:`\hat Z` evaluated at the
 finer times, or held piecewise constant) on coupled increments gives :math:`\hat u_0^{2N}`; the difference
 :math:`|\hat u_0^{2N} - \hat u_0^{N}|` bounds the remaining bias of :math:`\hat u_0^{2N}` for a scheme of
-order at least one (Richardson's argument), and joins the interval.
+order at least one (Richardson's argument), and joins the interval (and, per coordinate, the gradient's).
 """
 
 from __future__ import annotations
