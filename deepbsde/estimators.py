@@ -323,36 +323,33 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
     num_chunks = max(1, math.ceil(paths / chunk))
     grids = {"fine": steps, "coarse": n} if refine else {"fine": n}
     shift = {k: float(control.y0) for k in grids}
-    passes = 1  # one Newton step from the trained Y0, linearised below (its error is second order)
-    sums: dict[str, _Sums] = {}
-    z_sens: dict[str, float] = {}
-    for p in range(passes):
-        last = p == passes - 1
-        sums = {k: _Sums() for k in grids}
-        for c in range(num_chunks):
-            b = min(chunk, paths - c * chunk)
-            gen = make_generator(int(seed) * 1_000_003 + 7919 * c + 1, device)
-            dw_fine = brownian_increments(b, steps, problem.noise_dim, problem.horizon / steps, gen, dtype)
-            mismatch = {}
-            for key, k_steps in grids.items():
-                dw = dw_fine if k_steps == steps else dw_fine.reshape(b, k_steps, steps // k_steps, -1).sum(2)
-                mismatch[key] = _chunk(problem, control, z0, dw, problem.horizon / k_steps, shift[key], structure,
-                                       sums[key], gradient == "pathwise" and last,
-                                       gradient != "none" and (key == "coarse" or not refine))
-                if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
-                    sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
-                nonlinear = (structure.depends_on_z and not structure.affine_in_z) or structure.depends_on_y
-                if last and c == 0 and nonlinear:
-                    z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
-        for key, acc in sums.items():
-            acc.n = paths
-            step = float(acc.mean("D")) / float(acc.mean("G"))
-            shift[key] += step
-            acc.step = step  # type: ignore[attr-defined]
+    sums = {k: _Sums() for k in grids}
+    z_sens: dict[str, tuple[float, tuple[torch.Tensor, ...]]] = {}
+    nonlinear = (structure.depends_on_z and not structure.affine_in_z) or structure.depends_on_y
+    for c in range(num_chunks):
+        b = min(chunk, paths - c * chunk)
+        gen = make_generator(int(seed) * 1_000_003 + 7919 * c + 1, device)
+        dw_fine = brownian_increments(b, steps, problem.noise_dim, problem.horizon / steps, gen, dtype)
+        mismatch = {}
+        for key, k_steps in grids.items():
+            dw = dw_fine if k_steps == steps else dw_fine.reshape(b, k_steps, steps // k_steps, -1).sum(2)
+            mismatch[key] = _chunk(problem, control, z0, dw, problem.horizon / k_steps, shift[key], structure,
+                                   sums[key], gradient == "pathwise",
+                                   gradient != "none" and (key == "coarse" or not refine))
+            if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
+                sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
+            if c == 0 and nonlinear:
+                z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
+    # one Newton step from the trained Y0, linearised below (its error is second order)
+    newton: dict[str, float] = {}
+    for key, acc in sums.items():
+        acc.n = paths
+        newton[key] = float(acc.mean("D")) / float(acc.mean("G"))
+        shift[key] += newton[key]
     out: dict[str, dict[str, float]] = {}
     for key, acc in sums.items():
         gbar = float(acc.mean("G"))
-        s = acc.step  # type: ignore[attr-defined]
+        s = newton[key]
         # the mismatch at the root, linearised: D - s G
         var_d = float(acc.var("D") - 2 * s * _cov(acc, "D", "G") + s * s * acc.var("G"))
         mse = float(acc.sums["D^2"] / paths - 2 * s * acc.sums["DG"] / paths + s * s * acc.sums["G^2"] / paths)

@@ -386,8 +386,7 @@ class _Run:
         if train.max_seconds is not None and self.elapsed() >= train.max_seconds:
             stop, self.stop_reason = 1.0, "max_seconds"
         elif (train.tolerance is not None and step >= self.loop.next_check and step >= 2 * train.log_every
-              and self._eval_paths() > 0):
-            paths = self._eval_paths()
+              and (paths := self._eval_paths()) > 0):
             # cheap pre-filter: the statistical part alone, from the validation loss (>= the mismatch variance)
             if 1.96 * math.sqrt(max(valid_loss, 0.0) / paths) <= train.tolerance * abs(u0):
                 self.loop.next_check = step + max(train.log_every, train.iterations // 10)

@@ -1,8 +1,10 @@
 """The error bar (deepbsde.estimators): unbiasedness, standard errors and coverage on closed forms, the driver
 probe, the pathwise gradient, and the stopping rule and verdict of solve."""
 
+import importlib.util
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,27 +15,21 @@ from deepbsde.paths import make_generator
 from equations import BlackScholesBarenblatt, GeometricBasketCall, HeatEquation, HJBLQ
 
 
-class DiscountedHeat(deepbsde.Problem):
-    """u_t + ½Δu − r u = 0, u(T, x) = |x|²/d: u(t, x) = e^{−r(T−t)}(|x|²/d + T − t) (the README's example)."""
+def _example_problem():
+    """The README's user-defined equation, MyHeat (u_t + ½Δu − r u = 0, u(T, x) = |x|²/d, closed form
+    e^{−r(T−t)}(|x|²/d + T − t)), from examples/user_defined_equation.py: a driver linear in y."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "user_defined_equation.py"
+    spec = importlib.util.spec_from_file_location("example_user_defined_equation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MyHeat
 
-    def __init__(self, dim=3, horizon=1.0, x0=0.5, r=0.5):
-        super().__init__(dim, horizon, x0)
-        self.r = r
 
-    def drift(self, t, x):
-        return torch.zeros_like(x)
+MyHeat = _example_problem()
 
-    def diffusion(self, t, x):
-        return torch.ones_like(x)
 
-    def driver(self, t, x, y, z):
-        return -self.r * y
-
-    def terminal(self, x):
-        return (x * x).mean(1, keepdim=True)
-
-    def exact_solution(self, t, x):
-        return torch.exp(-self.r * (self.horizon - t)) * ((x * x).mean(1, keepdim=True) + self.horizon - t)
+def DiscountedHeat(dim=3, r=0.5):  # noqa: N802 - the problem class, with this file's defaults
+    return MyHeat(dim=dim, r=r)
 
 
 def exact_control(problem, factor: float, num_steps: int = 10, y0_shift: float = 0.0) -> tuple[Control, torch.Tensor]:
