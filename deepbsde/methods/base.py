@@ -67,6 +67,14 @@ class Method(abc.ABC):
         r"""The trained :math:`Z_0 = \sigma^\top\nabla u(0, x_0)`, shape ``(m,)``, where the method has one."""
         return None
 
+    def value(self, model: nn.Module, problem: Problem, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The trained :math:`u(t, x)` at a batch of points: ``t`` of shape ``(B, 1)`` and ``x`` of shape
+        ``(B, d)``, both on the model's device and in its dtype; returns ``(B, 1)``, differentiable in ``x``
+        (``deepbsde.Solution.u`` and ``grad_u`` use it). Methods that learn u only at some times raise
+        :class:`~deepbsde.errors.ConfigError` for other ``t`` (the deep BSDE method: ``t = 0`` in region
+        mode). The default raises ``NotImplementedError``: the method gives u at ``(0, x0)`` only."""
+        raise NotImplementedError(f"{self.name} gives u(0, x0) only, not u at other points")
+
     def memory_estimate(self, problem: Problem, batch_size: int, valid_size: int, dtype: torch.dtype) -> float | None:
         """Bytes this method's run is expected to need (see :mod:`deepbsde.resources`), or ``None`` (no check)."""
         return None
