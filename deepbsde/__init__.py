@@ -9,10 +9,11 @@ from .compare import ComparisonReport, compare
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DeepBSDEError, DivergenceError, ProblemError
 from .identity import problem_identity
-from .methods import PINN, DeepBSDE, Method
+from .methods import FBSNN, PINN, DeepBSDE, Method
 from .pinn_problem import Derivatives, ResidualProblem
 from .problem import Problem, Reference, check_problem
 from .solution import History, HistoryRow, Solution
+from .saved import load_solution as load
 from .solve import solve
 
 __version__ = "0.1.0"
@@ -24,7 +25,7 @@ logging.getLogger("deepbsde").addHandler(logging.NullHandler())
 __all__ = [
     "Problem", "Reference", "check_problem", "problem_identity",
     "ResidualProblem", "Derivatives",
-    "Method", "DeepBSDE", "PINN",
-    "TrainConfig", "solve", "compare", "ComparisonReport", "Solution", "History", "HistoryRow",
+    "Method", "DeepBSDE", "PINN", "FBSNN",
+    "TrainConfig", "solve", "compare", "ComparisonReport", "Solution", "History", "HistoryRow", "load",
     "DeepBSDEError", "ConfigError", "ProblemError", "DivergenceError", "CheckpointError",
 ]

@@ -1,4 +1,5 @@
-"""The command line: ``deepbsde solve``, ``deepbsde compare``, ``deepbsde list`` (and ``python -m deepbsde``).
+"""The command line: ``deepbsde solve``, ``deepbsde compare``, ``deepbsde list``, ``deepbsde eval`` (and
+``python -m deepbsde``).
 
 Exit codes: 0 success, 2 bad input (config, problem, device, checkpoint), 3 training diverged.
 """
@@ -51,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("list", help="the catalogue of equations with their reference values and sources")
+
+    e = sub.add_parser("eval", help="evaluate a finished run (a saved solution) at points: u and grad u")
+    e.add_argument("run_dir", help="a run folder of `deepbsde solve` (or a folder written by Solution.save)")
+    e.add_argument("--x", required=True, metavar="FILE.npy",
+                   help="the points: a NumPy .npy file holding an array of shape (B, d), or (d,) for one point")
+    e.add_argument("--t", type=float, default=None, help="the time (default 0; other times only for methods "
+                                                         "that learn u at every time, e.g. the PINN)")
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    e.add_argument("--json", action="store_true", help="print u and grad u as one JSON object on the last line")
     return parser
 
 
@@ -63,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list()
         if args.command == "compare":
             return _compare(args)
+        if args.command == "eval":
+            return _eval(args)
         return _solve(args)
     except DivergenceError as exc:
         print(f"deepbsde: error: {exc}", file=sys.stderr)
@@ -123,6 +135,53 @@ def _solve(args: argparse.Namespace) -> int:
     print(_human(solution))
     if args.json:
         print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """``deepbsde eval RUN_DIR --x FILE.npy [--t T] [--json]``: the saved solution's u and ∇u at the points."""
+    import numpy as np
+
+    from .saved import load_solution
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"eval: RUN_DIR: no such folder {str(run_dir)!r}")
+    path = Path(args.x)
+    if not path.is_file():
+        raise ConfigError(f"eval: --x: no such file {str(path)!r}; expected a .npy file of points (B, d) or (d,)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"eval: --x {str(path)!r}: not a NumPy .npy array file ({exc})") from exc
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ConfigError(f"eval: --x {str(path)!r}: expected numbers, received an array of dtype {x.dtype}")
+    solution = load_solution(run_dir, device=resolve_device(args.device))
+    t = 0.0 if args.t is None else args.t
+    u = solution.u(x, t=t)
+    grad = solution.grad_u(x, t=t)
+    single = x.ndim == 1
+    us = np.atleast_1d(u)
+    grads = grad.reshape(-1, solution.dim)
+    print(f"{solution.problem} (d = {solution.dim}) by {solution.method} from {run_dir}: u({t:g}, x) at "
+          f"{us.shape[0]} point(s) (the solution's u0 = {solution.u0:.6f})")
+    shown = 20
+    for k in range(min(shown, us.shape[0])):
+        g = grads[k]
+        coords = ", ".join(f"{v:.6g}" for v in (g if g.shape[0] <= 6 else np.r_[g[:3], g[-2:]]))
+        if g.shape[0] > 6:
+            head, _, tail = coords.rpartition(", ")
+            head, _, mid = head.rpartition(", ")
+            coords = f"{head}, ..., {mid}, {tail}"
+        print(f"  x[{k}]: u = {us[k]:.6f}, |grad u| = {float(np.linalg.norm(g)):.6g}, grad u = [{coords}]")
+    if us.shape[0] > shown:
+        print(f"  ... {us.shape[0] - shown} more point(s): use --json for all")
+    if args.json:
+        out = {"run_dir": str(run_dir), "equation": solution.problem, "method": solution.method,
+               "dim": solution.dim, "t": t, "points": int(us.shape[0]),
+               "u": float(u) if single else [float(v) for v in us],
+               "grad_u": [float(v) for v in grad] if single else [[float(v) for v in row] for row in grads]}
+        print(json.dumps(out))
     return 0
 
 

@@ -277,7 +277,7 @@ def _labelled(methods: object) -> dict[str, Method]:
     out: dict[str, Method] = {}
     for label, method in items:
         if not isinstance(method, Method):
-            raise ConfigError(f"methods[{label!r}]: expected a deepbsde method (DeepBSDE, PINN), received {describe(method)}")
+            raise ConfigError(f"methods[{label!r}]: expected a deepbsde method (DeepBSDE, PINN, FBSNN), received {describe(method)}")
         if not isinstance(label, str) or not label or "/" in label or label.startswith("."):
             raise ConfigError(f"methods: expected labels usable as folder names, received {describe(label)}")
         out[label] = method

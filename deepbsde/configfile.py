@@ -5,7 +5,7 @@ A config is TOML with three sections::
     [equation]            # name = a catalogue class ("AllenCahn") or "module:Class", plus its keywords
     name = "AllenCahn"
     dim = 100
-    [method]              # name = "DeepBSDE" or "PINN", plus its keywords
+    [method]              # name = "DeepBSDE", "PINN" or "FBSNN", plus its keywords
     name = "DeepBSDE"
     num_steps = 20
     [train]               # TrainConfig fields, plus seed
@@ -55,6 +55,9 @@ def method_registry() -> dict[str, type[Method]]:
         pass
     else:
         methods["PINN"] = PINN
+    from .methods.fbsnn import FBSNN
+
+    methods["FBSNN"] = FBSNN
     return methods
 
 

@@ -423,7 +423,8 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
     controlled = _controlled(control, structure)
     with torch.enable_grad():
         x = forward_paths(problem, dw, dt, x0, girsanov=structure.affine_in_z)
-        z = control.z_at(x, steps).to(dw.dtype)
+        with torch.set_grad_enabled(gradient):  # without the pathwise gradient, no graph through the control
+            z = control.z_at(x, steps).to(dw.dtype)
         z = torch.cat([z0.to(dw.dtype).expand(batch, 1, m), z[:, 1:]], dim=1)
         y0 = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device, requires_grad=True)
         yn = driver_rollout(problem, y0, z, x, dw, dt, control.scheme, structure.affine_in_z)

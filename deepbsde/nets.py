@@ -141,19 +141,34 @@ class TimeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, S, d)`` at the ``S`` construction times -> ``(B, S, d_out)``."""
-        batch, steps, _ = x.shape
+        steps = x.shape[1]
         if steps != self.times.shape[1]:
             raise ValueError(f"TimeNet: built for {self.times.shape[1]} times, received paths with {steps}")
-        t = self.times.expand(batch, steps, 1)
-        return self.net(torch.cat([t, (x - self.shift) / self.scale], dim=-1)) * self.out_scale
+        return self._evaluate(self.times.reshape(-1).to(x.dtype), x)
 
     def at(self, times: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, S, d)`` at any times ``times`` ``(S,)`` (in the units of the horizon) -> ``(B, S, d_out)``:
         the shared network is a function of ``(t, x)``, so it can be evaluated off the training grid (the
         error bar's finer grid does)."""
-        batch, steps, _ = x.shape
-        t = (times.to(x.dtype) / self.horizon).reshape(1, steps, 1).expand(batch, steps, 1)
-        return self.net(torch.cat([t, (x - self.shift) / self.scale], dim=-1)) * self.out_scale
+        return self._evaluate(times.to(x.dtype).reshape(-1) / self.horizon, x)
+
+    def _evaluate(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathcal N(t_s, (x - m) / s)` with the time column, the input normalisation and the output scale
+        folded into the first and last layers' weights: the first layer is
+        :math:`W_x ((x - m)/s) + w_t t + b = (W_x / s)\,x + (b - (W_x/s)\,m + w_t t)`, one matrix product over all
+        ``B x S`` rows plus a bias per time, instead of a normalised copy of ``x`` concatenated with ``t`` (two
+        more passes over the largest tensor of the step, 15 % of the error bar's time at d = 100)."""
+        layers = self.net.net
+        first, last = layers[0], layers[-1]
+        w_x = first.weight[:, 1:] / self.scale.to(x.dtype)
+        bias = (first.bias - w_x @ self.shift.to(x.dtype)) + t.reshape(-1, 1) * first.weight[:, 0]  # (S, width)
+        h = F.linear(x, w_x)
+        h = h + bias
+        if len(layers) == 1:  # no hidden layer: the first layer is the last
+            return h * self.out_scale
+        for layer in list(layers)[1:-1]:
+            h = layer(h)
+        return F.linear(h, last.weight * self.out_scale, last.bias * self.out_scale)
 
 
 class MLP(nn.Module):

@@ -8,6 +8,8 @@ Layout of ``RUN_DIR``::
     summary.json       the final summary (the same keys as ``deepbsde solve --json``)
     tensorboard/       TensorBoard scalars: loss, train_loss, u0, lr
     checkpoints/       training checkpoints (see :mod:`deepbsde.checkpoint`)
+    solution.json      the saved solution: problem identity, method, every field (see :mod:`deepbsde.saved`)
+    model.pt           the trained model's state dict (read back by :func:`deepbsde.load`)
 """
 
 from __future__ import annotations

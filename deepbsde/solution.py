@@ -98,6 +98,12 @@ class Solution:
         The trained ``nn.Module`` (in evaluation mode), for further use.
     extra:
         Method-specific figures (e.g. the PINN's relative L2 error), also merged into :meth:`summary`.
+    problem_object, method_object:
+        The problem and the method objects that were solved and used (for :meth:`u`, :meth:`grad_u` and
+        :meth:`save`); ``None`` in a Solution built by hand.
+
+    :meth:`u` and :meth:`grad_u` evaluate the trained solution at other points where the method allows it;
+    :meth:`save` and :func:`deepbsde.load` keep it for later (:mod:`deepbsde.saved`).
     """
 
     problem: str
@@ -125,6 +131,32 @@ class Solution:
     verdict_reason: str | None = None
     tolerance: float | None = None
     tolerance_reached: bool | None = None
+    problem_object: Any = dataclasses.field(default=None, repr=False, compare=False)
+    method_object: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    # --- the trained solution away from x0 ------------------------------------------------------------
+    def u(self, x: Any, t: float | None = None) -> Any:
+        """The trained :math:`u(t, x)` at points ``x``: a NumPy array (or anything array-like) or a torch
+        tensor, of shape ``(B, d)`` or ``(d,)`` for one point; returns shape ``(B,)`` or ``()``, as a float64
+        NumPy array for array input, as a tensor in ``x``'s dtype and on its device for tensor input (no
+        autograd graph). ``t`` defaults to 0; other times only where the method learns u at every time
+        (the PINN). Evaluated by the method's ``value`` hook (:meth:`deepbsde.Method.value`); a method that
+        gives u(0, x0) only raises :class:`~deepbsde.errors.ConfigError` saying so. At ``x0`` this is the
+        trained value (``extra["trained_u0"]``), not ``u0``, which is re-estimated on fresh paths."""
+        return _evaluate(self, x, t, gradient=False)
+
+    def grad_u(self, x: Any, t: float | None = None) -> Any:
+        """The trained ∇u(t, x) (the gradient, not σᵀ∇u) at points ``x``, by autograd on the
+        method's ``value``: shape ``(B, d)`` or ``(d,)``; types, ``t`` and errors as :meth:`u`."""
+        return _evaluate(self, x, t, gradient=True)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write what evaluates this solution later without retraining (the model's state dict, the method and
+        its keywords, the problem's identity, every field and the summary) into ``directory``; read it back
+        with :func:`deepbsde.load` (:mod:`deepbsde.saved`). Returns the folder."""
+        from .saved import save_solution
+
+        return save_solution(self, directory)
 
     @property
     def run_warnings(self) -> tuple[str, ...]:
@@ -200,3 +232,87 @@ class Solution:
         }
         out.update(self.extra)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+_CHUNK = 8192  # points per evaluation of the model
+
+
+def _evaluate(solution: Solution, x: Any, t: float | None, gradient: bool) -> Any:
+    """:meth:`Solution.u` (``gradient=False``) or :meth:`Solution.grad_u`."""
+    import numpy as np
+    import torch
+
+    from .errors import ConfigError, describe
+
+    what = "Solution.grad_u" if gradient else "Solution.u"
+    model, problem, method = solution.model, solution.problem_object, solution.method_object
+    if model is None or problem is None or method is None:
+        raise ConfigError(f"{what}: this Solution holds no trained model, problem and method; only one returned "
+                          f"by deepbsde.solve or deepbsde.load can be evaluated")
+    torch_in = isinstance(x, torch.Tensor)
+    if torch_in:
+        points = x.detach()
+    else:
+        try:
+            array = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what}: x: expected an array or tensor of shape (batch, {problem.dim}) or "
+                              f"({problem.dim},), received {describe(x)}") from exc
+        points = torch.from_numpy(array)
+    d = problem.dim
+    single = points.dim() == 1
+    if not ((single and points.shape[0] == d) or (points.dim() == 2 and points.shape[1] == d)):
+        raise ConfigError(f"{what}: x: expected shape (batch, {d}) or ({d},) for {problem.name}(dim={d}), "
+                          f"received {tuple(points.shape)}")
+    points = points.reshape(-1, d)
+    time = 0.0 if t is None else t
+    if isinstance(time, bool) or not isinstance(time, (int, float)) or not (
+            math.isfinite(time) and 0.0 <= time <= problem.horizon):
+        raise ConfigError(f"{what}: t: expected a time in [0, T={problem.horizon}], received {describe(time)}")
+    ref = next(iter(model.parameters()), None)
+    if ref is None:
+        ref = next(iter(model.buffers()), None)
+    dev = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float64
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, points.shape[0], _CHUNK):
+            xs = points[start:start + _CHUNK].to(device=dev, dtype=dtype)
+            ts = torch.full((xs.shape[0], 1), float(time), dtype=dtype, device=dev)
+            if not gradient:
+                with torch.no_grad():
+                    value = _value(method, model, problem, ts, xs, what, solution)
+                out.append(value.reshape(-1))
+                continue
+            xg = xs.clone().requires_grad_(True)
+            with torch.enable_grad():
+                value = _value(method, model, problem, ts, xg, what, solution)
+                if not value.requires_grad:
+                    raise ConfigError(f"{what}: {method.name}.value is not differentiable in x here")
+                (grad,) = torch.autograd.grad(value.sum(), xg)
+            out.append(grad.detach())
+    finally:
+        model.train(was_training)
+    result = torch.cat(out) if out else torch.zeros((0,) if not gradient else (0, d), dtype=dtype, device=dev)
+    if single:
+        result = result[0]
+    if torch_in:
+        target = x.dtype if x.is_floating_point() else torch.float64
+        return result.detach().to(device=x.device, dtype=target)
+    return result.detach().to("cpu", torch.float64).numpy()
+
+
+def _value(method: Any, model: Any, problem: Any, t: Any, x: Any, what: str, solution: Solution) -> Any:
+    from .errors import ConfigError
+
+    try:
+        value = method.value(model, problem, t, x)
+    except NotImplementedError as exc:
+        raise ConfigError(f"{what}: the {method.name} method gives u at (0, x0) only, not at other points "
+                          f"(u0 = {solution.u0:.6g}; grad_u0 is ∇u(0, x0)): {exc}") from exc
+    if tuple(value.shape) != (x.shape[0], 1):
+        raise ConfigError(f"{what}: {method.name}.value returned shape {tuple(value.shape)}, expected "
+                          f"({x.shape[0]}, 1)")
+    return value

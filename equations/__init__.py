@@ -6,6 +6,9 @@ The command-line edge finds them through the ``deepbsde.equations`` entry-point 
 ``CATALOGUE`` holds the ten FBSDE problems (``shared/references.md``). :class:`Burgers1D` is exported and
 registered too, but it is a :class:`deepbsde.ResidualProblem` (a PDE stated by its residual, with an initial
 condition and a boundary): the PINN method solves it, the deep BSDE method refuses it.
+
+:func:`reference_u` and :func:`reference_grad` give the reference u and ∇u at any points
+where the catalogue has one (:mod:`equations.references`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .heat import HeatEquation
 from .hjb_lq import HJBLQ
 from .quadratic_gradient import QuadraticGradient
 from .reaction_diffusion import ReactionDiffusion
+from .references import has_reference_at, reference_grad, reference_u
 
 __all__ = [
     "AllenCahn",
@@ -35,6 +39,9 @@ __all__ = [
     "HeatEquation",
     "Burgers1D",
     "CATALOGUE",
+    "reference_u",
+    "reference_grad",
+    "has_reference_at",
 ]
 
 CATALOGUE = (

@@ -6,10 +6,12 @@ import functools
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from deepbsde.problem import Problem, Reference
 
+from ._pointwise import as_points, like
 from ._validate import nonnegative, positive
 
 __all__ = ["HJBLQ"]
@@ -44,7 +46,7 @@ class HJBLQ(Problem):
     measure between the two (about 3 at :math:`\lambda = 10`, 100 at 20, :math:`10^{19}` at 50, for
     ``d = 100``), and sampling closer to the controlled paths shrinks it.
 
-    **Reference.** Cole-Hopf: :math:`u(t, x) = -\tfrac1\lambda \ln \mathbb{E}[\exp(-\lambda g(x + \sqrt2 W_{T-t}))]
+    **Reference.** (At any point: :meth:`reference_at`, :meth:`reference_grad_at`.) Cole-Hopf: :math:`u(t, x) = -\tfrac1\lambda \ln \mathbb{E}[\exp(-\lambda g(x + \sqrt2 W_{T-t}))]
     = -\tfrac1\lambda \ln \mathbb{E}[(2/(1 + 2(T - t)Q))^\lambda]` with
     :math:`Q \sim \chi^2_d(|x|^2/(2(T - t)))` noncentral, a 1-D integral
     (:mod:`equations.calculators.hjb_lq`); :math:`u(0, 0) = 4.590162` at ``d = 100``, ``T = 1``,
@@ -98,6 +100,34 @@ class HJBLQ(Problem):
     def reference(self) -> Reference:
         """:math:`u(0, x_0)` by the Cole-Hopf quadrature, at any keywords."""
         return Reference(_value(self.x0, self.lam, self.horizon), _SOURCE)
+
+    # Why reference_at and not exact_solution: code that finds ``has_exact_solution`` true treats
+    # exact_solution as a differentiable torch closed form (the PDE-residual tests and the PINN's residual
+    # checks differentiate it twice by autograd) that is cheap on thousands of points (the PINN's L2 metric
+    # at every logged step). This reference is a float64 quadrature per point (about 3 ms per distinct
+    # (t, |x|), cached), not differentiable by autograd; its gradient is :meth:`reference_grad_at`.
+    def reference_at(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`u(t, x)` at a batch of points by the Cole-Hopf quadrature
+        (:func:`equations.calculators.hjb_lq.hjb_lq_value`; references.md §2): ``t`` a number or a tensor
+        of shape ``()``, ``(B,)`` or ``(B, 1)``, ``x`` ``(B, d)``; returns ``(B, 1)`` in ``x``'s dtype and on
+        its device (computed in float64; no autograd graph). At ``t = T`` it is ``g(x)``. The sampling
+        drift ``pull`` does not change the solution."""
+        from equations.calculators.hjb_lq import hjb_lq_value
+
+        tv, xs = as_points(t, x, self.dim, self.horizon)
+        out = [hjb_lq_value(float(ti), xi, lam=self.lam, horizon=self.horizon) for ti, xi in zip(tv, xs)]
+        return like(x, np.asarray(out).reshape(-1, 1))
+
+    def reference_grad_at(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla u(t, x)` (not :math:`\sigma^\top\nabla u`) at a batch of points, ``(B, d)``: ``u`` is
+        radial, :math:`\nabla u = 2x\,\partial u/\partial|x|^2`, with the derivative of the Cole-Hopf
+        integral in closed form (:func:`equations.calculators.hjb_lq.hjb_lq_slope`). Shapes as
+        :meth:`reference_at`."""
+        from equations.calculators.hjb_lq import hjb_lq_slope
+
+        tv, xs = as_points(t, x, self.dim, self.horizon)
+        slope = [hjb_lq_slope(float(ti), xi, lam=self.lam, horizon=self.horizon) for ti, xi in zip(tv, xs)]
+        return like(x, 2.0 * xs * np.asarray(slope).reshape(-1, 1))
 
 
 @functools.cache

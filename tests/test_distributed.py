@@ -62,8 +62,8 @@ def test_torchrun_cli_two_processes(tmp_path: Path) -> None:
     # one run folder, written by rank 0 alone
     assert [p.name for p in work.iterdir()] == ["run"]
     run = work / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "summary.json",
-                                                     "tensorboard"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json", "history.csv", "model.pt",
+                                                     "solution.json", "summary.json", "tensorboard"]
     assert len(list((run / "tensorboard").iterdir())) == 1
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt-00000200.pt", "ckpt-00000400.pt"]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2

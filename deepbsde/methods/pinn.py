@@ -352,6 +352,12 @@ class PINN(Method):
         return problem.sigma_transpose_times(torch.zeros((), dtype=ref.dtype, device=ref.device), x0.detach(),
                                              grad)[0].detach()
 
+    def value(self, model: PINNModel, problem: Problem | ResidualProblem, t: torch.Tensor,
+              x: torch.Tensor) -> torch.Tensor:
+        """The trained :math:`u_\\theta(t, x)`, ``(B, 1)``, differentiable in ``x``: the network is a function
+        of ``(t, x)``, so any ``t`` in ``[0, T]`` works (outside the sampled region it extrapolates)."""
+        return model(t, x)
+
     def evaluate(self, model: PINNModel, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The trained :math:`u_\\theta(t, x)` at ``t`` ``(n, 1)``, ``x`` ``(n, d)``: float64 on the CPU, ``(n, 1)``."""
         ref = model.x_center

@@ -15,14 +15,32 @@ are listed in ``../shared/references.md`` and printed by ``scripts/references.py
 =====================================  =========================================================
 """
 
-from .allen_cahn import (Refinement, allen_cahn_grid, allen_cahn_profile, allen_cahn_refinement,
-                         allen_cahn_value)
-from .burgers import burgers_cole_hopf, burgers_finite_difference
-from .bounds import (black_scholes_call, default_risk_bounds, diff_rates_linear_prices, diff_rates_lower_bound,
-                     expected_max_call_lognormal, expected_min_lognormal, geometric_basket_call)
-from .hjb_lq import hjb_lq_monte_carlo, hjb_lq_uncontrolled, hjb_lq_value
-from .monte_carlo import MonteCarloEstimate, feynman_kac
-from .noncentral_chi2 import log_expectation, ncx2_logpdf
+import importlib
+
+# Each name is imported from its module on first use (PEP 562): a run that needs one calculator (the main job
+# needs only Allen-Cahn's) does not pay for importing the others and their scipy modules.
+_HOME = {
+    "Refinement": "allen_cahn", "allen_cahn_grid": "allen_cahn", "allen_cahn_profile": "allen_cahn",
+    "allen_cahn_refinement": "allen_cahn", "allen_cahn_value": "allen_cahn",
+    "burgers_cole_hopf": "burgers", "burgers_finite_difference": "burgers",
+    "black_scholes_call": "bounds", "default_risk_bounds": "bounds", "diff_rates_linear_prices": "bounds",
+    "diff_rates_lower_bound": "bounds", "expected_max_call_lognormal": "bounds", "expected_min_lognormal": "bounds",
+    "geometric_basket_call": "bounds",
+    "hjb_lq_monte_carlo": "hjb_lq", "hjb_lq_uncontrolled": "hjb_lq", "hjb_lq_value": "hjb_lq",
+    "MonteCarloEstimate": "monte_carlo", "feynman_kac": "monte_carlo",
+    "log_expectation": "noncentral_chi2", "ncx2_logpdf": "noncentral_chi2",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_HOME))
+
 
 __all__ = [
     "hjb_lq_value", "hjb_lq_uncontrolled", "hjb_lq_monte_carlo",
