@@ -12,6 +12,7 @@ from .identity import problem_identity
 from .methods import FBSNN, PINN, DeepBSDE, Method
 from .pinn_problem import Derivatives, ResidualProblem
 from .problem import Problem, Reference, check_problem
+from .regions import Box, Line
 from .solution import History, HistoryRow, Solution
 from .saved import load_solution as load
 from .solve import solve
@@ -25,7 +26,7 @@ logging.getLogger("deepbsde").addHandler(logging.NullHandler())
 __all__ = [
     "Problem", "Reference", "check_problem", "problem_identity",
     "ResidualProblem", "Derivatives",
-    "Method", "DeepBSDE", "PINN", "FBSNN",
+    "Method", "DeepBSDE", "PINN", "FBSNN", "Box", "Line",
     "TrainConfig", "solve", "compare", "ComparisonReport", "Solution", "History", "HistoryRow", "load",
     "DeepBSDEError", "ConfigError", "ProblemError", "DivergenceError", "CheckpointError",
 ]

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     s.add_argument("--out", help="run folder (default runs/<equation>-<timestamp>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    s.add_argument("--init", metavar="RUN_DIR", help="warm start: begin from the trained weights of the finished run "
+                                                     "(or saved solution) in RUN_DIR, of a nearby problem with the "
+                                                     "same method settings")
     s.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -113,6 +116,15 @@ def _solve(args: argparse.Namespace) -> int:
             check_out_folder(out)
     config = check_sections(apply_overrides(config, args.overrides))
     problem, method, train, seed = build_from_config(config)
+    init = None
+    if args.init is not None:
+        from .saved import load_solution
+
+        init_dir = Path(args.init)
+        if not init_dir.is_dir():
+            raise ConfigError(f"--init: no such folder {str(init_dir)!r}; expected a finished run folder or a saved "
+                              f"solution")
+        init = load_solution(init_dir)
     device = distributed.local_device(resolve_device(args.device))
     in_group = distributed.init_from_env(device)
     rank, world_size = distributed.world()
@@ -121,7 +133,7 @@ def _solve(args: argparse.Namespace) -> int:
             raise ConfigError("--out: a multi-process run needs an explicit run folder shared by every rank "
                               "(each rank would otherwise make its own timestamped folder)")
         solution = solve(problem, method, train=train, seed=seed, device=device, out=out, resume=resume,
-                         progress=False if args.no_progress or rank != 0 else None, run_config=config)
+                         progress=False if args.no_progress or rank != 0 else None, run_config=config, init=init)
         # every rank waits until rank 0 has written its checkpoint and summary: a rank that tears the group
         # down and exits while another still uses it can abort at exit (seen with gloo). Only on success: a
         # rank that failed alone must exit, so that torchrun stops the others.

@@ -1,6 +1,6 @@
-"""Config files: the edge where strings become objects (and the only place a catalogue name is looked up).
+r"""Config files: the edge where strings become objects (and the only place a catalogue name is looked up).
 
-A config is TOML with three sections::
+A config is TOML with three sections, and an optional fourth::
 
     [equation]            # name = a catalogue class ("AllenCahn") or "module:Class", plus its keywords
     name = "AllenCahn"
@@ -11,6 +11,25 @@ A config is TOML with three sections::
     [train]               # TrainConfig fields, plus seed
     iterations = 4000
     seed = 0
+    [region]              # optional, DeepBSDE only: region mode (deepbsde.regions), x0 drawn from a region
+    type = "box"          # x0 uniform in the box [lo, hi]^d: lo, hi numbers or lists of d numbers
+    lo = -1.0
+    hi = 1.0
+
+A ``[region]`` of ``type = "line"`` draws :math:`x_0 = s \cdot` ``direction`` with ``s`` uniform in ``[lo, hi]``
+(``direction`` a number, meaning every coordinate equal to it, or a list of d numbers)::
+
+    [region]
+    type = "line"
+    direction = 1.0
+    lo = 80.0
+    hi = 120.0
+
+With a region the trained solution gives :math:`u(0, x)` and :math:`\nabla u(0, x)` over it (``Solution.u``,
+``grad_u``, ``deepbsde eval``) and the summary reports ``region_rel_l2`` and ``region_grad_rel_l2`` against the
+problem's reference at any point where it has one; ``--set region.lo=-2`` overrides as for the other sections.
+The table becomes the method's ``region`` keyword (:class:`~deepbsde.DeepBSDE`); a user's sampler (a callable)
+has no config form.
 
 Catalogue names come from the ``deepbsde.equations`` entry-point group, so that other packages can
 register their own equations without deepbsde importing them.
@@ -38,7 +57,7 @@ from .problem import Problem
 __all__ = ["load_config", "apply_overrides", "build_from_config", "equation_registry", "method_registry",
            "lookup_equation"]
 
-SECTIONS = ("equation", "method", "train")
+SECTIONS = ("equation", "method", "train", "region")
 ENTRY_POINT_GROUP = "deepbsde.equations"
 
 
@@ -112,8 +131,12 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def check_sections(data: Mapping[str, Any], where: str = "config") -> dict[str, dict[str, Any]]:
-    """The ``[equation]``, ``[method]`` and ``[train]`` tables of a solve config."""
-    return check_tables(data, SECTIONS, where)
+    """The ``[equation]``, ``[method]`` and ``[train]`` tables of a solve config, and ``[region]`` where it is
+    given and not empty."""
+    out = check_tables(data, SECTIONS, where)
+    if not out["region"]:
+        del out["region"]
+    return out
 
 
 def check_tables(data: Mapping[str, Any], sections: tuple[str, ...], where: str, hint: str = "") -> dict[str, dict[str, Any]]:
@@ -153,7 +176,7 @@ def apply_overrides(config: dict[str, dict[str, Any]], assignments: list[str]) -
             raise ConfigError(f"--set: expected section.key=value, received {text!r}")
         if section not in SECTIONS:
             raise ConfigError(f"--set {text!r}: unknown section {section!r}; expected one of: {', '.join(SECTIONS)}")
-        config[section][key.strip()] = parse_value(rhs)
+        config.setdefault(section, {})[key.strip()] = parse_value(rhs)
     return config
 
 
@@ -254,6 +277,16 @@ def build_from_config(config: Mapping[str, Mapping[str, Any]]) -> tuple[Problem,
     if unknown:
         raise ConfigError(f"method {m_name}: unknown key {unknown[0]!r}; expected one of: {', '.join(sorted(fields))}")
     _check_keywords(f"method {m_name}", m_kwargs, m_cls)
+    region = config.get("region")
+    if region:
+        if m_name != "DeepBSDE":
+            raise ConfigError(f"[region]: only the DeepBSDE method has a region mode; received method.name = "
+                              f"{m_name!r}")
+        if m_kwargs.get("region") is not None:
+            raise ConfigError("[region]: the region is given both as a [region] table and as method.region; "
+                              "expected one of them")
+        check_finite("region", region)
+        m_kwargs["region"] = dict(region)
 
     t_kwargs = dict(config["train"])
     seed = t_kwargs.pop("seed", 0)

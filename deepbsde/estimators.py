@@ -182,7 +182,7 @@ class Pilot:
 
 
 def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generator,
-          dtype: torch.dtype = torch.float64) -> tuple[Pilot, torch.Tensor]:
+          dtype: torch.dtype = torch.float64, x0: torch.Tensor | None = None) -> tuple[Pilot, torch.Tensor]:
     r"""A :math:`Z = 0` pilot on ``paths`` forward paths: :math:`Y_N = g(X_N)`,
     :math:`Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0)\Delta t` pathwise, then :math:`\hat Y_0` the mean (one Picard
     sweep of the backward equation with the martingale part dropped). Scales: ``y_scale`` is the standard
@@ -190,12 +190,14 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
     ``z_scale`` the per-coordinate size of a
     :math:`Z` whose stochastic integral carries that variance, :math:`\sqrt{\operatorname{Var} g / (T m)}`.
 
+    ``x0`` ``(P, d)``: the paths' starting points (the deep BSDE method's region mode), default ``problem.x0``.
+
     Returns the :class:`Pilot` and the pilot paths ``(P, N + 1, d)``.
     """
     dt = problem.horizon / num_steps
     dw = brownian_increments(paths, num_steps, problem.noise_dim, dt, generator, dtype)
     with torch.no_grad():
-        x = forward_paths(problem, dw, dt)
+        x = forward_paths(problem, dw, dt, x0)
     grid = time_grid(problem.horizon, num_steps, dtype=dtype, device=x.device)
     with torch.no_grad():
         g = problem.terminal(x[:, -1])

@@ -17,6 +17,12 @@ number attributes of every submodule that are not in it (the deep BSDE model's `
 ``z0_scale``, ``z_scale``, a network's ``out_scale``, ...) are saved in ``solution.json`` and restored. The
 loaded model therefore evaluates bit for bit like the saved one on the same device.
 
+A deep BSDE solution in region mode (``DeepBSDE(region=...)``) keeps its region as its description (``{"type":
+"box", "lo": ..., "hi": ...}``) among the method's keywords, from which load rebuilds it; a user's sampler
+(a callable) is saved by name only, so that loading it needs the method passed:
+``deepbsde.load(dir, method=DeepBSDE(region=sampler, ...))`` (a clear :class:`~deepbsde.errors.ConfigError`
+says so otherwise).
+
 The problem must be the one solved: its :func:`~deepbsde.problem_identity` (class, constructor arguments and
 the behaviour hash of its functions) is compared with the saved one, and a difference is refused with
 :class:`~deepbsde.errors.CheckpointError` naming what differs.
@@ -117,7 +123,17 @@ def _method_keywords(method: Method) -> dict[str, Any]:
         out = {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.init}
     else:
         out = {k: v for k, v in method.describe().items() if k != "name"}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return {k: _keyword(v) for k, v in out.items()}
+
+
+def _keyword(value: Any) -> Any:
+    """A method keyword as JSON: tuples as lists, a region (:mod:`deepbsde.regions`) as its description (a user's
+    sampler as its name only: :func:`load_solution` then needs ``method=``)."""
+    from .regions import Region
+
+    if isinstance(value, Region):
+        return value.describe()
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:

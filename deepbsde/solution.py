@@ -150,6 +150,47 @@ class Solution:
         method's ``value``: shape ``(B, d)`` or ``(d,)``; types, ``t`` and errors as :meth:`u`."""
         return _evaluate(self, x, t, gradient=True)
 
+    def u_interval(self, x: Any, paths: int = 4096, seed: int = 0) -> tuple[Any, Any]:
+        """The 95 % interval ``(lo, hi)`` of :math:`u(0, x)` at points ``x`` (``(B, d)`` or ``(d,)``), for a deep BSDE
+        solution in region mode (``DeepBSDE(region=...)``): at each point the error bar of ``u0_interval``
+        (:func:`deepbsde.estimators.evaluate` on ``paths`` fresh paths from seed ``seed``), run on the problem
+        started from that point with the trained control there. Returns two float64 NumPy arrays of shape
+        ``(B,)`` (``()`` for one point), or tensors on ``x``'s device for tensor input. Costs one error bar per
+        point. :class:`~deepbsde.errors.ConfigError` for a method without one (point mode: ``u0_interval``)."""
+        import numpy as np
+        import torch
+
+        from .errors import ConfigError, describe
+
+        model, problem, method = self.model, self.problem_object, self.method_object
+        if model is None or problem is None or method is None:
+            raise ConfigError("Solution.u_interval: this Solution holds no trained model, problem and method; only "
+                              "one returned by deepbsde.solve or deepbsde.load can be evaluated")
+        if not callable(getattr(method, "u_interval", None)) or getattr(method, "region", None) is None:
+            raise ConfigError(f"Solution.u_interval: needs the deep BSDE method in region mode "
+                              f"(DeepBSDE(region=...)); {method.name} here gives the error bar at x0 only "
+                              f"(u0_interval = {self.u0_interval})")
+        if isinstance(paths, bool) or not isinstance(paths, int) or paths < 2:
+            raise ConfigError(f"Solution.u_interval: paths: expected an integer >= 2, received {describe(paths)}")
+        torch_in = isinstance(x, torch.Tensor)
+        try:
+            points = x.detach().to("cpu", torch.float64) if torch_in else torch.from_numpy(np.asarray(x, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Solution.u_interval: x: expected an array or tensor of shape (batch, {problem.dim}) "
+                              f"or ({problem.dim},), received {describe(x)}") from exc
+        d = problem.dim
+        single = points.dim() == 1
+        if not ((single and points.shape[0] == d) or (points.dim() == 2 and points.shape[1] == d)):
+            raise ConfigError(f"Solution.u_interval: x: expected shape (batch, {d}) or ({d},), received "
+                              f"{tuple(points.shape)}")
+        lo, hi, _ = method.u_interval(model, problem, points.reshape(-1, d), paths=paths, seed=seed)
+        if single:
+            lo, hi = lo[0], hi[0]
+        if torch_in:
+            target = x.dtype if x.is_floating_point() else torch.float64
+            return lo.to(device=x.device, dtype=target), hi.to(device=x.device, dtype=target)
+        return lo.numpy(), hi.numpy()
+
     def save(self, directory: str | Path) -> Path:
         """Write what evaluates this solution later without retraining (the model's state dict, the method and
         its keywords, the problem's identity, every field and the summary) into ``directory``; read it back

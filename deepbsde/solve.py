@@ -100,7 +100,8 @@ class _Loop:
 
 def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig | Mapping[str, Any] | None = None,
           seed: int = 0, device: str | torch.device = "auto", out: str | Path | bool | None = None,
-          resume: bool = False, progress: bool | None = None, run_config: Mapping[str, Any] | None = None) -> Solution:
+          resume: bool = False, progress: bool | None = None, run_config: Mapping[str, Any] | None = None,
+          init: Solution | None = None) -> Solution:
     """Train ``method`` on ``problem`` and return a :class:`~deepbsde.Solution` with its error bar and verdict.
 
     With no settings, ``solve(problem)`` runs the deep BSDE method with defaults that need no tuning (a
@@ -130,9 +131,15 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
     run_config:
         Extra data stored in ``config.json`` (the command line stores its parsed config file here, which is
         what ``deepbsde solve --resume`` reads back).
+    init:
+        A warm start: a :class:`~deepbsde.Solution` (from ``solve`` or :func:`deepbsde.load`) of a nearby problem
+        with the same method architecture (network, widths, steps, dimension, region mode or not). Training
+        starts from its trained weights and its pilot scales instead of a fresh initialisation (the new
+        problem's pilot still decides the control measure); a model that does not fit is refused with
+        :class:`~deepbsde.errors.ConfigError`. A checkpoint found by ``resume`` takes precedence.
     """
     method, train, dev = _check_inputs(problem, method, train, seed, device, out, resume)
-    run = _Run(problem, method, train, seed, dev, out, resume, progress, run_config)
+    run = _Run(problem, method, train, seed, dev, out, resume, progress, run_config, init)
     try:
         run.train()
         run.finetune()
@@ -185,7 +192,8 @@ class _Run:
     checkpoint and step, the optional finetune phase, and finish (the error bar, the verdict, the summary)."""
 
     def __init__(self, problem: Problem, method: Method, train: TrainConfig, seed: int, dev: torch.device,
-                 out: Any, resume: bool, progress: bool | None, run_config: Mapping[str, Any] | None) -> None:
+                 out: Any, resume: bool, progress: bool | None, run_config: Mapping[str, Any] | None,
+                 init: Solution | None = None) -> None:
         self.problem, self.method, self.train_cfg, self.seed, self.dev = problem, method, train, seed, dev
         self.dtype = train.torch_dtype
         self.rank, self.world_size = distributed.world()
@@ -196,6 +204,9 @@ class _Run:
         init_seed, valid_seed, train_seed = seeds[:3]
         self.eval_seed, self.check_seed = seeds[3], seeds[4]
         self.model = method.build(problem, make_generator(init_seed)).to(device=dev, dtype=self.dtype)
+        self.init = None
+        if init is not None:
+            self.init = _warm_start(self.model, init, problem, method)
         self.optimizer = _adam(self.model, train.lr(0), dev)
         self.valid_batch = method.sample(problem, train.valid_size, make_generator(valid_seed, dev), self.dtype)
         self.gen = make_generator(train_seed, dev)
@@ -216,6 +227,7 @@ class _Run:
             for stale in (SOLUTION_FILE, MODEL_FILE):  # nor a stale saved solution (deepbsde.saved)
                 (self.run_dir / stale).unlink(missing_ok=True)
             config = {"problem": problem.describe(), "method": method.describe(), "train": train.to_dict(),
+                      **({"init": self.init} if self.init is not None else {}),
                       "seed": seed, "device": str(dev), "world_size": self.world_size,
                       "versions": {"python": platform.python_version(), "torch": torch.__version__}}
             if run_config is not None:
@@ -516,6 +528,16 @@ class _Run:
         extra["world_size"] = self.world_size
         extra["stopped_by"] = self.stop_reason
         extra["trained_u0"] = est.u0
+        if self.init is not None:
+            extra["init"] = self.init
+        region = getattr(method, "region", None)
+        if region is not None and hasattr(method, "region_report") and isinstance(problem, Problem):
+            extra["region"] = region.describe()
+            try:  # u and its gradient over region points against the problem's reference at any point
+                seed = int(np.random.SeedSequence([self.seed, 3]).generate_state(1)[0]) % (2 ** 31)
+                extra.update(method.region_report(self.model, problem, REGION_POINTS, seed))
+            except Exception as exc:  # a failing reference must not lose the trained answer
+                self.warnings.append(f"region errors could not be computed: {type(exc).__name__}: {exc}")
         u0, grad, grad_se = est.u0, est.grad_u0, None
         interval = stderr = None
         diagnostics: list[str] = []
@@ -635,6 +657,46 @@ def _extra(report: dict[str, Any], finetuned: dict[str, Any] | None, warnings: l
 
 #: paths of the stopping rule's check (no gradient); the final error bar's count follows from it
 CHECK_PATHS = 4096
+
+#: region mode: points at which u and ∇u are compared with the problem's reference after training
+REGION_POINTS = 4096
+
+
+def _warm_start(model: torch.nn.Module, init: Any, problem: Problem, method: Method) -> str:
+    """Copy ``init``'s trained weights, buffers and plain scale attributes (``y_shift``, ``z_scale``, ...; not
+    the problem's ``horizon``) into the freshly built ``model``; :class:`ConfigError` where its model does not
+    fit. Returns a description of the source for the run's config and summary."""
+    from .saved import _module_attributes, _restore_attributes
+
+    source = getattr(init, "model", None)
+    if not isinstance(init, Solution) or not isinstance(source, torch.nn.Module):
+        raise ConfigError(f"init: expected a Solution returned by deepbsde.solve or deepbsde.load (with its trained "
+                          f"model), received {describe(init)}")
+    where = f"{problem.name}(dim={problem.dim}) with {method.name}"
+    other = init.method_object
+    if other is not None and type(other) is not type(method):
+        raise ConfigError(f"init: the solution was trained with {type(other).__name__}, this run uses "
+                          f"{type(method).__name__}; a warm start needs the same method")
+    if type(source) is not type(model):
+        raise ConfigError(f"init: the solution's model is a {type(source).__name__}, {where} builds a "
+                          f"{type(model).__name__} (region mode on one side only?); expected the same architecture")
+    mine, theirs = model.state_dict(), source.state_dict()
+    problems = [f"{k}: missing in the solution" for k in mine if k not in theirs]
+    problems += [f"{k}: not in this model" for k in theirs if k not in mine]
+    problems += [f"{k}: shape {tuple(theirs[k].shape)} in the solution, {tuple(v.shape)} here"
+                 for k, v in mine.items() if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)]
+    if problems:
+        raise ConfigError(f"init: the solution's model ({init.problem}, d = {init.dim}) does not fit the model "
+                          f"{where} builds: {'; '.join(problems[:3])}"
+                          f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}; expected the same "
+                          f"dimension and method settings (network, hidden, num_steps, region)")
+    model.load_state_dict(theirs)
+    attributes = _module_attributes(source)
+    for values in attributes.values():
+        values.pop("horizon", None)  # the problem's, not the solution's
+    _restore_attributes(model, attributes)
+    run_dir = getattr(init, "run_dir", None)
+    return str(run_dir) if run_dir is not None else f"a solution of {init.problem} (d = {init.dim})"
 
 
 def _predicted_error(estimate: Evaluation, check_paths: int, paths: int) -> float:

@@ -64,7 +64,6 @@ error bar and verdict as the deep BSDE method's; the trained :math:`u_\theta(0, 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import torch
