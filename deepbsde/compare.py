@@ -4,15 +4,32 @@ Each method is trained by :func:`deepbsde.solve` with the same seed and device (
 ``OUT/<label>/``); then ``OUT`` receives
 
 * ``report.md``: one table (method, :math:`u(0, x_0)`, reference, relative error, relative L2 error where
-  the method measures one, wall time, peak memory, iterations) and the figures;
+  the method measures one, wall time, peak memory, iterations, and the relative L2 errors of :math:`u(0, \cdot)`
+  and :math:`\nabla u(0, \cdot)` measured here, see below) and the figures;
 * ``loss.png``: the validation loss of each method against the step (and the relative L2 error where
   recorded), on log scales;
-* ``slice.png``: :math:`u` along the line :math:`x_0 + s e_1` at :math:`t = 0` for methods that give
-  :math:`u(t, x)` everywhere (the PINN), the deep BSDE method's single value at ``s = 0`` and the exact
-  solution where there is one; for a :class:`~deepbsde.ResidualProblem`, :math:`u(t, \cdot)` along
-  :math:`x_0 + s e_1` at three times against the reference solution;
+* ``slice.png``: two panels along one line :math:`x(s) = b + s\,v` at :math:`t = 0` (:func:`slice_line`):
+  :math:`u(0, x(s))` and the Greek :math:`\partial_s u(0, x(s)) = \nabla u(0, x(s)) \cdot v`. Every method
+  whose solution evaluates :math:`u` at any point (``Solution.u`` and ``Solution.grad_u``: the PINN, FBSNN, the
+  deep BSDE method in region mode) is drawn as a curve; one that gives :math:`u(0, x_0)` only (the deep BSDE
+  method in point mode) as a dot at :math:`x_0` (its ``u0_interval`` as an error bar, ``grad_u0 · v`` in the
+  Greek panel) where :math:`x_0` lies on the line. The reference curves come from
+  :func:`deepbsde.regions.reference_functions` (the catalogue's ``reference_at`` / ``reference_grad_at``,
+  else ``exact_solution``) where the problem gives :math:`u` at any point. For a
+  :class:`~deepbsde.ResidualProblem`, :math:`u(t, \cdot)` and its Greek along :math:`x_0 + s e_1` at three
+  times, against the reference solution (no reference Greek);
+* ``slice.json``: the curves of ``slice.png`` as numbers (the line, ``s``, the reference and every method);
 * ``summary.json``: a list of one object per method with the keys of :meth:`deepbsde.Solution.summary`
-  plus ``label``, ``wall_seconds``, ``peak_memory_bytes`` and ``memory_measure``.
+  plus ``label``, ``wall_seconds``, ``peak_memory_bytes``, ``memory_measure``, and ``u_rel_l2``,
+  ``grad_u_rel_l2``, ``l2_over`` (:func:`accuracy`).
+
+**Relative L2 errors of u and ∇u** (:func:`accuracy`): for every method that evaluates :math:`u` at any point,
+:math:`\|\hat u - u\|_2 / \|u\|_2` and the same for :math:`\nabla u` (summed over coordinates) at :math:`t = 0`,
+against :func:`~deepbsde.regions.reference_functions`, on the same points for every method: 4096 points of the
+region of the first method that has one (drawn with seed 0, whatever the training seed), else the points of the
+slice. The deep BSDE method's own ``region_rel_l2`` (from :func:`deepbsde.solve`) is the same measure on other
+points of its region, so the two differ by sampling noise only. ``None`` (``-``
+in the table) for a method that gives :math:`u(0, x_0)` only or where the problem has no reference at any point.
 
 **Peak memory.** On a GPU, ``torch.cuda.max_memory_allocated`` over the run. On the CPU, the peak resident
 set size of the process above its value when the run starts (after a garbage collection and glibc's
@@ -26,6 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 import resource
 import sys
@@ -34,18 +53,30 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .config import TrainConfig
 from .errors import ConfigError, describe
 from .methods.base import Method
+from .paths import make_generator
 from .pinn_problem import ResidualProblem
 from .problem import Problem
+from .regions import Box, Line, Region, _relative_l2, reference_functions
 from .runlog import check_out_folder, default_run_dir, write_json_atomic
 from .solution import Solution
 from .solve import resolve_device, solve
 
-__all__ = ["compare", "ComparisonReport", "ComparisonEntry", "PeakMemory"]
+__all__ = ["compare", "ComparisonReport", "ComparisonEntry", "PeakMemory", "SliceLine", "slice_line",
+           "comparison_region", "accuracy"]
+
+logger = logging.getLogger(__name__)
+
+#: points of the region on which :func:`accuracy` measures (those of ``DeepBSDE.region_report``), and their seed
+REGION_POINTS = 4096
+REGION_SEED = 0
+#: points of the slice of ``slice.png`` (and of :func:`accuracy` where no method has a region)
+SLICE_POINTS = 201
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +90,17 @@ class ComparisonEntry:
     wall_seconds: float
     peak_memory_bytes: int | None
     memory_measure: str
+    #: ``u_rel_l2``, ``grad_u_rel_l2`` and ``l2_over`` (:func:`accuracy`); ``None`` values where not measured
+    accuracy: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         out = {"label": self.label}
         out.update(self.solution.summary())
         out.update(wall_seconds=self.wall_seconds, peak_memory_bytes=self.peak_memory_bytes,
                    memory_measure=self.memory_measure)
+        for key in ACCURACY_KEYS:  # a diverged method's NaN error as None, as Solution.summary does
+            value = self.accuracy.get(key)
+            out[key] = None if isinstance(value, float) and not math.isfinite(value) else value
         return out
 
 
@@ -88,8 +124,8 @@ class ComparisonReport:
     def table(self) -> str:
         """The comparison as a Markdown table."""
         head = ("| method | u(0, x0) | reference | relative error | relative L2 error | wall time (s) "
-                "| peak memory (MiB) | iterations |")
-        lines = [head, "|" + "---|" * 8]
+                "| peak memory (MiB) | iterations | u rel. L2 | ∇u rel. L2 |")
+        lines = [head, "|" + "---|" * 10]
         for e in self.entries:
             s = e.solution
             ref = s.reference
@@ -101,8 +137,13 @@ class ComparisonReport:
                 iters += f" Adam + {s.extra['lbfgs_iterations_run']} L-BFGS"
             mem = "-" if e.peak_memory_bytes is None else f"{e.peak_memory_bytes / 2 ** 20:.1f}"
             lines.append(f"| {e.label} | {s.u0:.6g} | {ref_text} | {'-' if rel is None else f'{rel:.2e}'} "
-                         f"| {'-' if l2 is None else f'{l2:.2e}'} | {e.wall_seconds:.1f} | {mem} | {iters} |")
+                         f"| {'-' if l2 is None else f'{l2:.2e}'} | {e.wall_seconds:.1f} | {mem} | {iters} "
+                         f"| {_cell(e.accuracy.get('u_rel_l2'))} | {_cell(e.accuracy.get('grad_u_rel_l2'))} |")
         return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
 
 
 class PeakMemory:
@@ -234,13 +275,16 @@ def compare(problem: Problem | ResidualProblem, methods: Sequence[Method] | Mapp
             "problem": problem.describe(), "methods": {k: m.describe() for k, m in labelled.items()},
             "train": {k: t.to_dict() for k, t in per_label.items()}, "seed": seed, "device": str(dev),
             **({"run_config": dict(run_config)} if run_config is not None else {})})
+    points = accuracy_points(problem, labelled)
     entries = []
     for label, method in labelled.items():
         start = time.perf_counter()
         with PeakMemory(dev) as mem:
             solution = solve(problem, method, train=per_label[label], seed=seed, device=dev,
                              out=(root / label) if root is not None else False, progress=progress)
-        entries.append(ComparisonEntry(label, method, solution, time.perf_counter() - start, mem.peak, mem.measure))
+        wall = time.perf_counter() - start
+        entries.append(ComparisonEntry(label, method, solution, wall, mem.peak, mem.measure,
+                                       accuracy(solution, problem, points)))
     report = ComparisonReport(problem.name, tuple(entries), root)
     if root is not None:
         write_report(report, problem)
@@ -248,7 +292,7 @@ def compare(problem: Problem | ResidualProblem, methods: Sequence[Method] | Mapp
 
 
 #: what a finished compare writes into its report folder (each method's folder holds its own summary.json)
-REPORT_FILES = ("summary.json", "report.md", "loss.png", "slice.png")
+REPORT_FILES = ("summary.json", "report.md", "loss.png", "slice.png", "slice.json")
 
 
 def remove_stale_report(root: Path, labels: Mapping[str, object]) -> None:
@@ -294,18 +338,261 @@ def _train(train: object, where: str) -> TrainConfig:
     raise ConfigError(f"{where}: expected a TrainConfig or a mapping, received {describe(train)}")
 
 
+# --- the slice and the errors of u and ∇u ----------------------------------------------------------------
+
+#: the keys :func:`accuracy` adds to each method's row of summary.json
+ACCURACY_KEYS = ("u_rel_l2", "grad_u_rel_l2", "l2_over")
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceLine:
+    """The line of ``slice.png``: the points ``base + s * direction`` for ``s`` in ``s`` (float64 NumPy arrays,
+    ``(d,)``, ``(d,)``, ``(n,)``); ``at_x0`` the ``s`` at which the problem's ``x0`` lies on it (``None`` where
+    ``x0`` is not on the drawn segment); ``text`` the line in words."""
+
+    base: np.ndarray
+    direction: np.ndarray
+    s: np.ndarray
+    at_x0: float | None
+    text: str
+
+    def points(self) -> np.ndarray:
+        """The points of the line, ``(n, d)``."""
+        return self.base[None, :] + self.s[:, None] * self.direction[None, :]
+
+
+def comparison_region(methods: Mapping[str, Method]) -> tuple[str, Region] | None:
+    """``(label, region)`` of the first method with a region (``method.region`` not ``None``: the deep BSDE
+    method in region mode), or ``None``."""
+    for label, method in methods.items():
+        region = getattr(method, "region", None)
+        if region is not None:
+            return label, region
+    return None
+
+
+def slice_line(problem: Problem | ResidualProblem, methods: Mapping[str, Method]) -> SliceLine:
+    r"""The line along which ``slice.png`` draws :math:`u(0, \cdot)` and its Greek (``SLICE_POINTS`` points):
+
+    * a :class:`~deepbsde.ResidualProblem`: :math:`x_0 + s e_1` across the problem's box in coordinate 1
+      (257 points);
+    * where a method has a region (:func:`comparison_region`): a :class:`~deepbsde.regions.Line`
+      ``(v, lo, hi)`` is drawn as itself, :math:`s v` for :math:`s \in [lo, hi]`; a
+      :class:`~deepbsde.regions.Box` as :math:`b + s e_1` across the box in coordinate 1, with :math:`b` the
+      point :math:`x_0` clipped into the box (so the line goes through :math:`x_0` when :math:`x_0` is in the
+      box); a user's sampler has no shape to follow and gets the default below;
+    * otherwise :math:`x_0 + s e_1` for :math:`s \in [-h, h]`, :math:`h` the PINN's ``half_width`` (of the last
+      method that has one; 1 where none has).
+
+    The Greek drawn is :math:`\partial_s u(0, b + s v) = \nabla u \cdot v` (:math:`\partial u / \partial x_1`
+    for the lines along :math:`e_1`)."""
+    d = problem.dim
+    x0 = problem.x0_tensor(torch.float64).cpu().numpy().reshape(d)
+    e1 = np.zeros(d)
+    e1[0] = 1.0
+    if isinstance(problem, ResidualProblem):
+        lo, hi = float(problem.lower[0]), float(problem.upper[0])
+        return _line(x0, e1, np.linspace(lo - x0[0], hi - x0[0], 257), x0, "x0 + s e1")
+    found = comparison_region(methods)
+    region = found[1] if found is not None else None
+    if isinstance(region, Line):
+        v = region.vector(d).numpy()
+        return _line(np.zeros(d), v, np.linspace(region.lo, region.hi, SLICE_POINTS), x0,
+                     f"s v, v = {_vector_text(v)} (the line region of {found[0]})")
+    if isinstance(region, Box):
+        lo, hi = (b.numpy() for b in region.bounds(d))
+        base = np.clip(x0, lo, hi)
+        text = "x0 + s e1" if np.array_equal(base, x0) else "b + s e1 (b = x0 clipped into the box)"
+        return _line(base, e1, np.linspace(lo[0] - base[0], hi[0] - base[0], SLICE_POINTS), x0,
+                     f"{text} across the box region of {found[0]}")
+    half = 1.0
+    for method in methods.values():
+        half = float(getattr(method, "half_width", half))
+    return _line(x0, e1, np.linspace(-half, half, SLICE_POINTS), x0, "x0 + s e1")
+
+
+def _line(base: np.ndarray, direction: np.ndarray, s: np.ndarray, x0: np.ndarray, text: str) -> SliceLine:
+    """A :class:`SliceLine`, with ``at_x0`` found by projecting ``x0`` onto it."""
+    at = float((x0 - base) @ direction / (direction @ direction))
+    tol = 1e-9 * (1.0 + float(np.abs(x0).max(initial=0.0)) + float(np.abs(s).max(initial=0.0)))
+    on_line = float(np.abs(base + at * direction - x0).max(initial=0.0)) <= tol
+    within = s.size > 0 and s.min() - tol <= at <= s.max() + tol
+    return SliceLine(base.astype(np.float64), direction.astype(np.float64), s.astype(np.float64),
+                     at if on_line and within else None, text)
+
+
+def _vector_text(v: np.ndarray) -> str:
+    if v.size and np.all(v == v[0]):
+        return f"{v[0]:g} in every coordinate"
+    if v.size <= 4:
+        return "(" + ", ".join(f"{c:g}" for c in v) + ")"
+    return "(" + ", ".join(f"{c:g}" for c in v[:3]) + f", ..., {v[-1]:g})"
+
+
+@dataclasses.dataclass
+class AccuracyPoints:
+    """The points where :func:`accuracy` measures, ``x`` ``(n, d)`` float64, with ``over`` saying which; the
+    reference at them is computed once, on first use (:meth:`reference`)."""
+
+    x: np.ndarray
+    over: str
+    _reference: tuple[np.ndarray | None, np.ndarray | None] | None = None
+
+    def reference(self, problem: Problem | ResidualProblem) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The reference ``(u (n,), grad u (n, d))`` at :math:`t = 0` on :attr:`x`, ``None`` for either where
+        the problem gives none at any point (:func:`deepbsde.regions.reference_functions`)."""
+        if self._reference is None:
+            self._reference = _reference_at(problem, self.x, 0.0)
+        return self._reference
+
+
+def accuracy_points(problem: Problem | ResidualProblem, methods: Mapping[str, Method]) -> AccuracyPoints:
+    """``REGION_POINTS`` points of the first method's region (:func:`comparison_region`), drawn with seed
+    ``REGION_SEED`` (``region.sample`` on :func:`deepbsde.paths.make_generator`); else the points of
+    :func:`slice_line`."""
+    found = comparison_region(methods)
+    if found is not None and isinstance(problem, Problem):
+        label, region = found
+        x = region.sample(REGION_POINTS, problem.dim, make_generator(REGION_SEED), torch.float64)
+        return AccuracyPoints(x.cpu().numpy(), f"{REGION_POINTS} points of the {region.kind} region of {label}")
+    line = slice_line(problem, methods)
+    return AccuracyPoints(line.points(), f"the {line.s.size} points of the slice {line.text}")
+
+
+def _reference_at(problem: Problem | ResidualProblem, x: np.ndarray,
+                  t: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The reference ``(u (n,), grad u (n, d))`` at time ``t`` and points ``x``, ``None`` where there is none:
+    :func:`~deepbsde.regions.reference_functions`, and for a ResidualProblem its ``reference_solution``
+    (no gradient). A reference that fails is logged and taken as none: it must not lose the trained answers."""
+    try:
+        return _reference_values(problem, x, t)
+    except Exception as exc:  # a user's or the catalogue's reference function
+        logger.warning("compare: the reference of %s at t = %g failed, drawn and measured without it: %s: %s",
+                       problem.name, t, type(exc).__name__, exc)
+        return None, None
+
+
+def _reference_values(problem: Problem | ResidualProblem, x: np.ndarray,
+                      t: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    tt = torch.full((xt.shape[0], 1), float(t), dtype=torch.float64)
+    ref_u, ref_grad = reference_functions(problem)
+    if ref_u is None and isinstance(problem, ResidualProblem) and problem.has_reference_solution:
+        ref_u = problem.reference_solution
+    if ref_u is None:
+        return None, None
+    with torch.no_grad():
+        u = torch.as_tensor(ref_u(tt, xt)).detach().to("cpu", torch.float64).reshape(-1).numpy()
+    grad = None
+    if ref_grad is not None:
+        grad = torch.as_tensor(ref_grad(tt, xt)).detach().to("cpu", torch.float64).reshape(xt.shape).numpy()
+    return u, grad
+
+
+def accuracy(solution: Solution, problem: Problem | ResidualProblem, points: AccuracyPoints) -> dict[str, Any]:
+    r"""``u_rel_l2`` :math:`= \|\hat u - u\|_2 / \|u\|_2` and ``grad_u_rel_l2`` (the same for :math:`\nabla u`,
+    summed over coordinates) of ``solution`` at :math:`t = 0` on ``points`` against the problem's reference
+    (as :func:`deepbsde.regions.region_errors` computes them), and ``l2_over`` saying where; each ``None``
+    where the solution cannot evaluate :math:`u` (or :math:`\nabla u`) there (``ConfigError`` from
+    ``Solution.u``: the deep BSDE method in point mode) or where the problem has no reference at any point."""
+    out: dict[str, Any] = dict.fromkeys(ACCURACY_KEYS)
+    ref_u, ref_grad = points.reference(problem)
+    if ref_u is None:
+        return out
+    try:
+        u = solution.u(points.x)
+    except ConfigError as exc:
+        logger.debug("compare: no u away from x0 for %s: %s", solution.method, exc)
+        return out
+    out["u_rel_l2"] = _relative_l2(torch.from_numpy(u.reshape(-1)), torch.from_numpy(ref_u))
+    out["l2_over"] = points.over
+    if ref_grad is not None:
+        try:
+            grad = solution.grad_u(points.x)
+        except ConfigError as exc:
+            logger.debug("compare: no grad u away from x0 for %s: %s", solution.method, exc)
+        else:
+            out["grad_u_rel_l2"] = _relative_l2(torch.from_numpy(grad), torch.from_numpy(ref_grad))
+    return out
+
+
+def slice_curves(report: ComparisonReport, problem: Problem | ResidualProblem) -> dict[str, Any]:
+    r"""The numbers of ``slice.png`` (and ``slice.json``): the line (:func:`slice_line`), the times (0, or three
+    times for a ResidualProblem), the reference ``u`` and Greek per time (``None`` where there is none), and per
+    method either ``curves`` (``u`` and Greek :math:`\nabla u \cdot v` per time, Greek ``None`` where
+    ``grad_u`` fails) or, for a method that gives :math:`u(0, x_0)` only, ``u0``, ``u0_interval`` and
+    ``greek0`` (``grad_u0 · v``, ``None`` where unavailable)."""
+    line = slice_line(problem, {e.label: e.method for e in report.entries})
+    x = line.points()
+    if isinstance(problem, ResidualProblem):
+        times = [0.25 * problem.horizon, 0.5 * problem.horizon, 0.75 * problem.horizon]
+    else:
+        times = [0.0]
+    reference = []
+    for tv in times:
+        u, grad = _reference_at(problem, x, tv)
+        reference.append({"u": _list(u), "greek": _list(None if grad is None else grad @ line.direction)})
+    methods: dict[str, Any] = {}
+    for e in report.entries:
+        curves = _method_curves(e.solution, x, line.direction, times)
+        if curves is not None:
+            methods[e.label] = {"curves": curves}
+            continue
+        s = e.solution
+        try:
+            greek0 = float(np.asarray(s.grad_u0) @ line.direction)
+        except AttributeError:
+            greek0 = None
+        methods[e.label] = {"u0": s.u0, "u0_interval": None if s.u0_interval is None else list(s.u0_interval),
+                            "greek0": greek0}
+    return {"line": line.text, "base": _list(line.base), "direction": _list(line.direction), "s": _list(line.s),
+            "x0_at": line.at_x0, "times": times, "reference": reference, "methods": methods}
+
+
+def _method_curves(solution: Solution, x: np.ndarray, direction: np.ndarray,
+                   times: Sequence[float]) -> list[dict[str, Any]] | None:
+    """``[{"u": ..., "greek": ...}]`` per time, or ``None`` where the solution gives :math:`u(0, x_0)` only."""
+    curves = []
+    for tv in times:
+        try:
+            u = solution.u(x, t=tv)
+        except ConfigError as exc:
+            if not curves:
+                logger.debug("compare: %s drawn at x0 only: %s", solution.method, exc)
+                return None
+            logger.debug("compare: no u at t = %g for %s: %s", tv, solution.method, exc)
+            curves.append({"u": None, "greek": None})
+            continue
+        try:
+            greek = solution.grad_u(x, t=tv) @ direction
+        except ConfigError as exc:
+            logger.debug("compare: no Greek for %s: %s", solution.method, exc)
+            greek = None
+        curves.append({"u": _list(u), "greek": _list(greek)})
+    return curves
+
+
+def _list(values: np.ndarray | None) -> list[float | None] | None:
+    """A JSON-ready list (non-finite values as ``None``), or ``None``."""
+    if values is None:
+        return None
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
 # --- the report folder ----------------------------------------------------------------------------
 
 def write_report(report: ComparisonReport, problem: Problem | ResidualProblem) -> None:
     """Write ``report.md``, ``loss.png``, ``slice.png`` and ``summary.json`` into ``report.out``."""
     root = report.out
     write_json_atomic(root / "summary.json", report.summaries())
+    curves = slice_curves(report, problem)
+    write_json_atomic(root / "slice.json", curves)
     figures = []
     try:
         _plot_losses(report, root / "loss.png")
         figures.append(("Training curves", "loss.png"))
-        _plot_slice(report, problem, root / "slice.png")
-        figures.append(("Solution along a slice", "slice.png"))
+        _plot_slice(curves, report, problem, root / "slice.png")
+        figures.append(("Solution and its Greek along a slice", "slice.png"))
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         figures.append((f"figures not drawn: {exc}", ""))
     first = report.entries[0].solution
@@ -315,7 +602,10 @@ def write_report(report: ComparisonReport, problem: Problem | ResidualProblem) -
              "Relative error: |u0 - reference| / |reference| at (0, x0). Relative L2 error: over the method's "
              "reference points (PINN: the evaluation grid of a ResidualProblem, or points drawn by its sampler "
              "against the closed form). Wall time: the whole `solve` call; on a shared machine it is noisy. "
-             f"Peak memory: {report.entries[0].memory_measure}.", ""]
+             f"Peak memory: {report.entries[0].memory_measure}. u rel. L2, ∇u rel. L2: "
+             f"||û - u||₂ / ||u||₂ at t = 0 (for ∇u summed over coordinates) on {_over(report)}, against the "
+             "problem's reference at any point; '-' where a method gives u(0, x0) only or there is no such "
+             f"reference. Slice: {curves['line']} (numbers in slice.json).", ""]
     for e in report.entries:
         lines.append(f"- **{e.label}**: `{_settings(e.method)}`; train: `{_train_text(e.solution, e)}`")
         for w in e.solution.warnings:
@@ -324,6 +614,14 @@ def write_report(report: ComparisonReport, problem: Problem | ResidualProblem) -
     for title, name in figures:
         lines += [f"## {title}", "", f"![{title}]({name})" if name else "", ""]
     (root / "report.md").write_text("\n".join(lines))
+
+
+def _over(report: ComparisonReport) -> str:
+    """Where the L2 columns were measured (the same points for every method)."""
+    for e in report.entries:
+        if e.accuracy.get("l2_over"):
+            return e.accuracy["l2_over"]
+    return "no points (no method measured)"
 
 
 def _settings(method: Method) -> str:
@@ -378,49 +676,62 @@ def _plot_losses(report: ComparisonReport, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_slice(report: ComparisonReport, problem: Problem | ResidualProblem, path: Path) -> None:
+def _plot_slice(curves: Mapping[str, Any], report: ComparisonReport, problem: Problem | ResidualProblem,
+                path: Path) -> None:
+    """Draw ``slice.png`` from :func:`slice_curves`: :math:`u` (left) and the Greek :math:`\\nabla u \\cdot v`
+    (right) along the line; curves for methods that evaluate u anywhere, dots at x0 for the others."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    x0 = problem.x0_tensor(torch.float64)
-    if isinstance(problem, ResidualProblem):
-        lo, hi = problem.lower[0], problem.upper[0]
-        s = torch.linspace(lo - x0[0].item(), hi - x0[0].item(), 257, dtype=torch.float64)
-        times = [0.25 * problem.horizon, 0.5 * problem.horizon, 0.75 * problem.horizon]
-        title = f"u(t, x0 + s e1) at t = {', '.join(f'{t:g}' for t in times)}"
-    else:
-        half = float(getattr(report.entries[0].method, "half_width", 1.0))
-        for e in report.entries:
-            half = float(getattr(e.method, "half_width", half))
-        s = torch.linspace(-half, half, 201, dtype=torch.float64)
-        times = [0.0]
-        title = "u(0, x0 + s e1)"
-    x = x0.expand(s.shape[0], -1).clone()
-    x[:, 0] += s
+    fig, (ax_u, ax_g) = plt.subplots(1, 2, figsize=(12, 4.4))
+    s = np.asarray(curves["s"], dtype=np.float64)
+    times, at = curves["times"], curves["x0_at"]
+    residual = isinstance(problem, ResidualProblem)
     for k, tv in enumerate(times):
-        t = torch.full((s.shape[0], 1), tv, dtype=torch.float64)
-        exact = None
-        if isinstance(problem, ResidualProblem) and problem.has_reference_solution:
-            exact = problem.reference_solution(t, x)
-        elif isinstance(problem, Problem) and problem.has_exact_solution:
-            exact = problem.exact_solution(t, x)
         suffix = f" (t={tv:g})" if len(times) > 1 else ""
-        if exact is not None:
-            ax.plot(s.numpy(), exact.reshape(-1).numpy(), "k-", lw=2.5, alpha=0.35,
-                    label=("reference" if isinstance(problem, ResidualProblem) else "exact") + suffix)
-        for e in report.entries:
-            evaluate = getattr(e.method, "evaluate", None)
-            if evaluate is not None and e.solution.model is not None:
-                values = evaluate(e.solution.model, t, x).reshape(-1).numpy()
-                ax.plot(s.numpy(), values, "--", label=e.label + suffix)
+        ref = curves["reference"][k]
+        exact = not residual and problem.has_exact_solution
+        name = ("exact" if exact else "reference") + suffix
+        for ax, key in ((ax_u, "u"), (ax_g, "greek")):
+            if ref[key] is not None:
+                ax.plot(s, _floats(ref[key]), "k-", lw=2.5, alpha=0.35, label=name)
+        for label, data in curves["methods"].items():
+            if "curves" in data:
+                curve = data["curves"][k]
+                for ax, key in ((ax_u, "u"), (ax_g, "greek")):
+                    if curve[key] is not None:
+                        ax.plot(s, _floats(curve[key]), "--", label=label + suffix)
             elif tv == 0.0:
-                ax.plot([0.0], [e.solution.u0], "o", ms=8, label=f"{e.label} (u0 only)")
-    if isinstance(problem, Problem):
+                _plot_dot(ax_u, ax_g, label, data, at)
+    if not residual and at is not None and curves["reference"][0]["u"] is None:
         ref = report.entries[0].solution.reference
-        if ref is not None and ref.value is not None and not problem.has_exact_solution:
-            ax.plot([0.0], [ref.value], "k*", ms=12, label=f"reference u(0, x0) ({ref.source})")
-    ax.set(xlabel="s", ylabel="u", title=title)
-    ax.legend(fontsize=8)
+        if ref is not None and ref.value is not None:
+            ax_u.plot([at], [ref.value], "k*", ms=12, label=f"reference u(0, x0) ({ref.source})")
+    what = "u(t, x)" if residual else "u(0, x)"
+    ax_u.set(xlabel="s", ylabel="u", title=f"{what} along {curves['line']}")
+    ax_g.set(xlabel="s", ylabel="∂u/∂s = ∇u · v", title="Greek ∂u/∂s = ∇u · v along the same line")
+    for ax in (ax_u, ax_g):
+        ax.title.set_fontsize(9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def _plot_dot(ax_u: Any, ax_g: Any, label: str, data: Mapping[str, Any], at: float | None) -> None:
+    """A method that gives u(0, x0) only: a dot at x0 (its interval as an error bar, ``grad_u0 · v`` on the
+    Greek panel), or a legend line where x0 is not on the drawn line."""
+    if at is None:
+        ax_u.plot([], [], " ", label=f"{label}: u0 = {data['u0']:.6g} at x0 (x0 not on this line)")
+        return
+    interval = data.get("u0_interval")
+    if interval is not None:
+        err = [[max(data["u0"] - interval[0], 0.0)], [max(interval[1] - data["u0"], 0.0)]]
+        ax_u.errorbar([at], [data["u0"]], yerr=err, fmt="o", ms=7, capsize=4, label=f"{label} (u0 only, 95 %)")
+    else:
+        ax_u.plot([at], [data["u0"]], "o", ms=8, label=f"{label} (u0 only)")
+    if data.get("greek0") is not None:
+        ax_g.plot([at], [data["greek0"]], "o", ms=8, label=f"{label} (∇u(0, x0) · v)")
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)

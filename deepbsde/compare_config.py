@@ -15,10 +15,18 @@
     [methods.PINN-sobol]       # a second PINN under its own label
     name = "PINN"
     sampler = "sobol"
+    [methods.DeepBSDE-box]     # the deep BSDE method in region mode: the [region] table of `deepbsde solve`
+    name = "DeepBSDE"
+    [methods.DeepBSDE-box.region]
+    type = "box"
+    lo = -1.0
+    hi = 1.0
 
 ``--set`` assignments address the same paths: ``equation.dim=5``, ``train.iterations=100``,
-``methods.PINN.probes=8``, ``methods.PINN.train.batch_size=256``. Every key is validated as for
-``deepbsde solve`` (unknown keys and wrong types are refused with the expected ones listed).
+``methods.PINN.probes=8``, ``methods.PINN.train.batch_size=256``, ``methods.DeepBSDE-box.region.lo=-2``. Every
+key is validated as for ``deepbsde solve`` (unknown keys and wrong types are refused with the expected ones
+listed). With a region, ``compare`` draws the method's u(0, ·) along a line in it and measures the L2 errors
+of u and ∇u over it (:mod:`deepbsde.compare`).
 """
 
 from __future__ import annotations
@@ -77,11 +85,19 @@ def apply_compare_overrides(config: dict[str, Any], assignments: list[str]) -> d
             config[section][parts[1]] = value
         elif section == "methods" and len(parts) == 3:
             _method_table(config, parts[1], text)[parts[2]] = value
-        elif section == "methods" and len(parts) == 4 and parts[2] == "train":
-            _method_table(config, parts[1], text).setdefault("train", {})[parts[3]] = value
+        elif section == "methods" and len(parts) == 4 and parts[2] in ("train", "region"):
+            table = _method_table(config, parts[1], text)
+            sub = table.get(parts[2])
+            if sub is None:
+                sub = table[parts[2]] = {}
+            elif not isinstance(sub, Mapping):
+                raise ConfigError(f"--set {text!r}: methods.{parts[1]}.{parts[2]} is {describe(sub)}, not a table")
+            else:
+                sub = table[parts[2]] = dict(sub)
+            sub[parts[3]] = value
         else:
-            raise ConfigError(f"--set {text!r}: expected equation.KEY, train.KEY, methods.LABEL.KEY or "
-                              f"methods.LABEL.train.KEY")
+            raise ConfigError(f"--set {text!r}: expected equation.KEY, train.KEY, methods.LABEL.KEY, "
+                              f"methods.LABEL.train.KEY or methods.LABEL.region.KEY")
     return config
 
 

@@ -149,3 +149,20 @@ def test_hjb_sampling_drift_keeps_the_solution():
     assert all(e > 0 for e in euler), euler
     slope = math.log(euler[-1] / euler[0]) / math.log(steps[-1] / steps[0])
     assert -1.25 < slope < -0.8, (slope, euler)
+
+
+def test_fbsnn_script_measures_the_saved_solution_along_fresh_paths(tmp_path):
+    """One tiny FBSNN run in a subprocess: the table's numbers come from its summary.json, and the path error
+    is that of the saved network against the closed form (zero error would need the exact u; a network trained
+    for 20 steps is measurably off, and the same seed gives the same fresh paths)."""
+    fbsnn = _load("fbsnn")
+    out, runs = tmp_path / "fbsnn.md", tmp_path / "runs"
+    rc = fbsnn.main(["--only", "BlackScholesBarenblatt", "--dim", "2", "--seeds", "0", "--set", "train.iterations=20",
+                     "--set", "train.log_every=10", "--set", "train.eval_paths=2048", "--paths", "64", "--output", str(out), "--runs", str(runs)])
+    assert rc == 0
+    summary = json.loads((runs / "BlackScholesBarenblatt-d2" / "seed-0" / "summary.json").read_text())
+    text = out.read_text()
+    assert f"{100 * summary['relative_error']:.3f}" in text and "FBSNN" in text
+    err = fbsnn.path_error(runs / "BlackScholesBarenblatt-d2" / "seed-0", 64, 0)
+    assert 1e-4 < err < 1.0 and err == fbsnn.path_error(runs / "BlackScholesBarenblatt-d2" / "seed-0", 64, 0)
+    assert f"{100 * err:.3f}" in text

@@ -14,7 +14,8 @@ from deepbsde import ComparisonReport
 
 # the examples' own defaults, made cheap where they are expensive (the Burgers example's L-BFGS phase and
 # batch of 10,000 points; the comparison at d = 100)
-SMALL = {"pinn_burgers": dict(lbfgs_iterations=5, batch_size=512), "compare_heat": dict(dim=5)}
+SMALL = {"pinn_burgers": dict(lbfgs_iterations=5, batch_size=512), "compare_heat": dict(dim=5),
+         "spot_ladder": dict(dim=4, points=5, interval_spots=2)}
 # u(0, x0) in closed form, computed here: e^{-rT}(|x0|²/d + T) with r = 0.05, T = 1, x0 = 0.5; d T for heat
 REFERENCE = {"user_defined_equation": math.exp(-0.05) * (0.25 + 1.0), "compare_heat": 5.0}
 
@@ -49,6 +50,12 @@ def test_example_runs_small(path, tmp_path, monkeypatch):
         l2_steps, l2 = result.history.metric("l2_relative_error")
         assert result.extra["l2_relative_error"] == l2[-1] and 0 < l2[-1] < 10 and l2_steps[0] == 0
         assert result.extra["l2_points"] == 256 * 100 and result.extra["lbfgs_iterations_run"] <= 5
+    if path.stem == "spot_ladder":  # the ladder's table on disk holds the plotted curves, the closed form checked
+        rows = (tmp_path / "runs" / "spot-ladder" / "ladder.csv").read_text().splitlines()
+        assert len(rows) == 1 + 5 and (tmp_path / "runs" / "spot-ladder" / "ladder.png").is_file()
+        spot, _, exact, _, exact_delta = (float(v) for v in rows[3].split(","))
+        assert spot == 100.0 and exact == pytest.approx(result.reference.value, rel=1e-6)
+        assert 0 < exact_delta < 1 and result.extra["ladder"]["intervals"] == 2
     if report is not None:  # the report on disk holds the same numbers
         saved = json.loads((report.out / "summary.json").read_text())
         assert [(r["label"], r["u0"], r["reference"]) for r in saved] == [
