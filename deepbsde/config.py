@@ -41,9 +41,12 @@ class TrainConfig:
         A wall-clock budget for the training loop (``None`` or 0: none). Like ``iterations``, it caps ``tolerance``.
     eval_paths:
         Fresh paths for the error bar after training. ``None``: where the run stopped at ``tolerance``, the
-        fewest (from 4096, doubling) whose predicted error bar is within three quarters of it; otherwise a
-        fixed amount of work (:func:`deepbsde.estimators.default_paths`: about 40,000 paths at d = 100,
-        N = 20, fewer at large ``d x num_steps``). Set it to tighten the Greeks' standard errors.
+        fewest (a multiple of 1024) whose predicted error bar is within 0.8 of it; otherwise (the budget ended
+        it) as much work as the training took (``iterations * batch_size / 3`` paths, each costing the error
+        bar's two grids), at least 4096 and at most a fixed amount of work
+        (:func:`deepbsde.estimators.default_paths`: about 40,000 paths at d = 100, N = 20, fewer at large
+        ``d x num_steps``), so that a short run is not followed by a long error bar. Set it to tighten the
+        Greeks' standard errors.
     log_every:
         Validate, record a history row and write TensorBoard scalars every this many steps.
     dtype:

@@ -517,7 +517,8 @@ class _Run:
             reference = None
             self.warnings.append(f"reference could not be computed: {type(exc).__name__}: {exc}")
         try:
-            evaluation = self._evaluate(self.final_paths or self._eval_paths(), self.eval_seed,
+            # the paths the tolerance needs, or (the budget ended the run) no more work than the training took
+            evaluation = self._evaluate(self.final_paths or self._affordable_paths(self.loop.step), self.eval_seed,
                                         gradient=getattr(method, "gradient_estimator", "pathwise"))
         except (RuntimeError, ValueError) as exc:  # the trained answer stands, without an error bar
             evaluation = None

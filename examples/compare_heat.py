@@ -2,8 +2,10 @@
 
 The same :class:`equations.HeatEquation` object goes to both methods; :func:`deepbsde.compare.compare` trains
 each with the same seed and writes ``report.md`` (table of u(0, x0), relative error, wall time, peak memory),
-``loss.png``, ``slice.png`` (u(0, x0 + s e1): the PINN's curve, the deep BSDE method's value at s = 0, the
-exact |x0 + s e1|² + d T) and ``summary.json``. Exact answer: u(0, 0) = d T = 100 at d = 100.
+``loss.png``, ``slice.png`` (u(0, x0 + s e1) and the Greek along the line: the PINN's curves, the point-mode
+deep BSDE method's value and interval at s = 0, the exact |x0 + s e1|² + d T), ``slice.json`` (the plotted
+numbers) and ``summary.json``. A deep BSDE method in region mode (``DeepBSDE(region=deepbsde.Box(-1, 1))``)
+or ``deepbsde.FBSNN()`` is drawn as a curve too, with the relative L2 errors of u and ∇u in the table. Exact answer: u(0, 0) = d T = 100 at d = 100.
 ``equations/configs/compare_heat_d100.toml`` holds the settings of the shipped report.
 """
 

@@ -130,3 +130,20 @@ def test_gradient_with_general_noise() -> None:
     for g, se, e in zip(sol.grad_u0, sol.grad_u0_stderr, exact[0].tolist()):
         assert abs(g - e) <= 4 * se + 1e-6, (sol.grad_u0, exact)
         assert se < 0.03 * abs(e)
+
+
+@pytest.mark.parametrize("iterations, batch, expected", [(20, 64, 4096), (60, 256, 5120)])
+def test_a_budget_stopped_run_buys_no_more_error_bar_than_its_training(monkeypatch, iterations, batch, expected):
+    """Where the budget ends a run, the error bar takes as much work as the training did: iterations x batch / 3
+    paths (each costs the two grids, 3N path-steps, against N for a training path), at least 4096 and at most
+    the default count; a 20-step run is not followed by a 262,144-path re-estimate."""
+    import deepbsde.estimators as est
+
+    monkeypatch.setattr(est, "MAX_PATHS", 2 ** 18)
+    monkeypatch.setattr(est, "MIN_PATHS", 4096)
+    problem = HeatEquation(dim=2)
+    method = DeepBSDE(num_steps=4, hidden=(8, 8))
+    assert est.default_paths(problem, 4, 200) == 2 ** 18  # the cap that used to apply
+    sol = solve(problem, method, train=dict(iterations=iterations, batch_size=batch, log_every=10, tolerance=0),
+                seed=0, out=False, progress=False)
+    assert sol.extra["stopped_by"] == "budget" and sol.extra["eval_paths"] == expected
