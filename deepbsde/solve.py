@@ -205,8 +205,11 @@ class _Run:
         self.eval_seed, self.check_seed = seeds[3], seeds[4]
         self.model = method.build(problem, make_generator(init_seed)).to(device=dev, dtype=self.dtype)
         self.init = None
+        #: the warm start's training steps: its work counts towards what the error bar may cost (_affordable_paths)
+        self.init_steps = 0
         if init is not None:
             self.init = _warm_start(self.model, init, problem, method)
+            self.init_steps = int(getattr(init, "iterations", 0) or 0)
         self.optimizer = _adam(self.model, train.lr(0), dev)
         self.valid_batch = method.sample(problem, train.valid_size, make_generator(valid_seed, dev), self.dtype)
         self.gen = make_generator(train_seed, dev)
@@ -402,7 +405,8 @@ class _Run:
         stop = 0.0
         if train.max_seconds is not None and self.elapsed() >= train.max_seconds:
             stop, self.stop_reason = 1.0, "max_seconds"
-        elif (train.tolerance is not None and step >= self.loop.next_check and step >= 2 * train.log_every
+        elif (train.tolerance is not None and step >= self.loop.next_check
+              and step >= (0 if self.init is not None else 2 * train.log_every)
               and (paths := self._affordable_paths(step)) > 0):
             # cheap pre-filter: the statistical part alone, from the validation loss (>= the mismatch variance)
             if 1.96 * math.sqrt(max(valid_loss, 0.0) / paths) <= train.tolerance * abs(u0):
@@ -434,11 +438,13 @@ class _Run:
         count. Training stops only once the tolerance is within reach on that many: a run whose ``Z`` still
         explains little of the variance trains on, and one that has learnt enough does not buy a tighter
         error bar by training longer than the error bar takes to compute (the total stays within twice the
-        cheaper of the two)."""
+        cheaper of the two). A warm start's own training counts (``init.iterations`` steps at this run's batch
+        size), and its checks start at step 0: a solution of a nearby problem whose control already gives the
+        tolerance on the new one stops there, with only the error bar to pay."""
         paths = self._eval_paths()
         if self.train_cfg.eval_paths is not None or paths <= 0:
             return paths
-        return min(paths, max(CHECK_PATHS, step * self.train_cfg.batch_size // 3))
+        return min(paths, max(CHECK_PATHS, (step + self.init_steps) * self.train_cfg.batch_size // 3))
 
     def _eval_paths(self) -> int:
         if self.train_cfg.eval_paths is not None or not isinstance(self.problem, Problem):

@@ -257,7 +257,8 @@ def test_warm_start_reaches_the_tolerance_in_fewer_iterations(tmp_path) -> None:
     cold = solve(moved, method, train=WARM, seed=1, device="cpu", out=False, progress=False)
     warm = solve(moved, method, train=WARM, seed=1, device="cpu", out=tmp_path / "warm", progress=False, init=base)
     assert cold.tolerance_reached and warm.tolerance_reached
-    assert warm.iterations < cold.iterations, (warm.iterations, cold.iterations)  # measured 20 against 80
+    # measured 0 against 30: from the base solution the error bar meets the tolerance before any step
+    assert warm.iterations < cold.iterations, (warm.iterations, cold.iterations)
     exact = moved.reference().value
     assert abs(warm.u0 - exact) / exact < 1e-2
     assert warm.extra["init"] == str(tmp_path / "base")
