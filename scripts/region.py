@@ -85,6 +85,7 @@ def run_one(name: str, seed: int, runs: Path, dim: int | None, sets: list[str], 
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
         row.update({k: summary.get(k) for k in ("dim", "u0", "reference", "relative_error", "seconds", "iterations",
                                                 "device", "region", "variance_explained", *KEYS)})
+    (folder / "region_row.json").write_text(json.dumps(row, indent=1, default=str))
     print(f"{name} seed {seed}: " + (row.get("error") or ", ".join(
         f"{k} {row[k]:.4g}" for k in KEYS if isinstance(row.get(k), float)) + f", {wall:.0f} s"), flush=True)
     return row
@@ -104,8 +105,8 @@ def write_markdown(rows: list[dict[str, Any]], output: Path, args: argparse.Name
     dims = sorted({r.get("dim") for r in rows if r.get("dim") is not None})
     lines = ["# u and ∇u over a region (deep BSDE region mode)", "",
              "The four shipped region configs (`equations/configs/*_region.toml`: `[equation]`, `[region]`, and "
-             "in `[train]` `tolerance = 0` and `lr_boundaries = [1000, 3000]`, the same for all four, their reason "
-             "in the configs' comments; every other setting the default), run by `python scripts/region.py"
+             "in `[train]` `tolerance = 0` and the learning-rate schedule, with their reasons in the configs' "
+             "comments; every other setting the default), run by `python scripts/region.py"
              + (f" --dim {args.dim}" if args.dim is not None else "")
              + "".join(f" --set {s}" for s in args.set) + f" --seeds {' '.join(map(str, args.seeds))}`.",
              "Errors are relative L2 over 4096 points drawn from the region (fixed seed derived from the run's): "
@@ -116,7 +117,7 @@ def write_markdown(rows: list[dict[str, Any]], output: Path, args: argparse.Name
              "(HJB).",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
              f"{platform.python_version()}; dimension {', '.join(map(str, dims)) or '-'}; the whole table took "
-             f"{seconds / 60:.1f} min. Seconds: `train` is the training loop's, `wall` the whole command's (the "
+             f"{seconds / 60:.1f} min of runs (several at a time on the two cores). Seconds: `train` is the training loop's, `wall` the whole command's (the "
              f"error bar at x0 and the 4096-point comparison included).", "",
              "| config | seeds | u rel L2 % (mean, max) | ∇u rel L2 % (mean, max) | mean delta rel L2 % (mean, max) | "
              "targets | met | u0 at x0 (error %) | train s (median) | wall s (median) |",
@@ -161,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="the markdown table (default benchmarks/region.md)")
     parser.add_argument("--runs", type=Path, default=RUNS, help="the run folders (default benchmarks/region_runs)")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="rebuild the table from every finished run under --runs (runs of several invocations)")
     args = parser.parse_args(argv)
+    if args.from_runs:
+        rows = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*/seed-*/region_row.json"))]
+        if args.only:
+            rows = [r for r in rows if r["case"] in args.only]
+        args.seeds = sorted({r["seed"] for r in rows})
+        write_markdown(rows, args.output, args, sum(r["wall_seconds"] for r in rows))
+        print(f"wrote {args.output} from {len(rows)} runs")
+        return 0
     start = time.perf_counter()
     rows = [run_one(name, seed, args.runs, args.dim, args.set, args.device)
             for name in (args.only or CASES) for seed in args.seeds]

@@ -8,8 +8,12 @@ the seconds of each (the solve call's wall time: training and the error bar; the
 the trained control's quality, so a better start also shortens it), the errors against the reference, and the
 speed-up (cold seconds over warm seconds).
 
-Cases (the issue's examples of a nearby problem): the geometric basket call at d = 100, rho = 0.5, with sigma
-moved by 5 % (0.2 -> 0.21); Black-Scholes-Barenblatt at d = 100 with r moved by 50 bp (0.05 -> 0.055).
+Cases (the issue's examples of a nearby problem): the heat equation at d = 100, x0 = 1, with sigma moved by 5 %;
+HJBLQ at d = 100 with lambda moved by 5 %; Black-Scholes-Barenblatt at d = 100 with r moved by 50 bp. (The
+geometric basket at d = 100, rho = 0.5, is not among them: with the default tolerance of 0.2 % it trains its whole
+budget cold and warm: at K = 90 its error bar on the most paths the default allows is 0.126 % statistical plus
+0.068 % time-step bias, above the 0.16 % the stopping rule asks for, so there is no time to the tolerance to
+compare.)
 
 Examples::
 
@@ -34,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import deepbsde  # noqa: E402
-from equations import BlackScholesBarenblatt, GeometricBasketCall  # noqa: E402
+from equations import HJBLQ, BlackScholesBarenblatt, HeatEquation  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "warm_start.md"
 CASES = {
-    "basket, sigma 0.2 -> 0.21": (lambda d: GeometricBasketCall(dim=d, rho=0.5),
-                                  lambda d: GeometricBasketCall(dim=d, rho=0.5, sigma=0.21)),
+    "heat, sigma 1 -> 1.05": (lambda d: HeatEquation(dim=d, x0=1.0), lambda d: HeatEquation(dim=d, x0=1.0, sigma=1.05)),
+    "HJB, lambda 1 -> 1.05": (lambda d: HJBLQ(dim=d), lambda d: HJBLQ(dim=d, lam=1.05)),
     "Barenblatt, r 0.05 -> 0.055": (lambda d: BlackScholesBarenblatt(dim=d),
                                     lambda d: BlackScholesBarenblatt(dim=d, r=0.055)),
 }
