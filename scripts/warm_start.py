@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     lines = ["# Warm start against cold start", "",
-             f"Written by `python scripts/warm_start.py {shlex.join(argv)}`".replace(" `", "`").rstrip() +
+             f"Written by `{' '.join(['python scripts/warm_start.py', *map(shlex.quote, argv)])}`" +
              f" on {platform.machine()} ({os.cpu_count()} CPUs), torch {torch.__version__}, "
              f"{torch.get_num_threads()} thread(s). Default settings (tolerance {deepbsde.TrainConfig().tolerance}); "
              "the base problem is solved once with seed 0, then the moved one cold and warm with the same seed. "
