@@ -244,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-dim", type=int, default=None, help="only cases up to this dimension")
     parser.add_argument("--min-dim", type=int, default=None, help="only cases from this dimension on")
     parser.add_argument("--from-runs", action="store_true", help="rebuild the tables from the saved runs")
+    parser.add_argument("--runs", type=Path, default=None, help="run folders (default benchmarks/robustness_runs)")
+    parser.add_argument("--out", type=Path, default=None, help="folder of robustness.md and .csv (default benchmarks)")
     args = parser.parse_args(argv)
+    global RUNS, OUT
+    RUNS = (args.runs or RUNS).resolve()
+    OUT = (args.out or OUT).resolve()
+    OUT.mkdir(parents=True, exist_ok=True)
     if args.from_runs:
         rows = []
         for path in sorted(RUNS.glob("*/seed-*/robustness.json")):
