@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, describe
-from .problem import Problem, Reference
+from .problem import Problem, ProblemView
 
 __all__ = ["DriftedProblem", "pull_towards_x0"]
 
@@ -41,59 +41,24 @@ def pull_towards_x0(kappa: float, x0: torch.Tensor) -> DriftFunction:
     return b
 
 
-class DriftedProblem(Problem):
+class DriftedProblem(ProblemView):
     """``problem`` with the sampling drift ``b`` added to its forward SDE and subtracted from its driver (the
     same PDE; see the module docstring). ``b(t, x)`` returns ``(batch, d)``."""
 
     def __init__(self, problem: Problem, b: DriftFunction) -> None:
         if not isinstance(problem, Problem):
             raise ConfigError(f"sampling_drift: needs a deepbsde.Problem, received {describe(problem)}")
-        super().__init__(problem.dim, problem.horizon, problem.x0)
-        self.base = problem
+        super().__init__(problem)
         self.b = b
-        self.noise_type = problem.noise_type
-
-    @property
-    def name(self) -> str:
-        return self.base.name
-
-    @property
-    def noise_dim(self) -> int:
-        return self.base.noise_dim
-
-    def describe(self) -> dict[str, object]:
-        return self.base.describe()
 
     def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.base.drift(t, x) + self.b(t, x)
-
-    def diffusion(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.base.diffusion(t, x)
-
-    def sigma_times(self, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.base.sigma_times(t, x, v)
-
-    def sigma_transpose_times(self, t: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return self.base.sigma_transpose_times(t, x, p)
 
     def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
         return self.base.step(t, x, dt, dw) + self.b(t, x) * dt
 
     def driver(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.base.driver(t, x, y, z) - (self._sigma_inverse_b(t, x) * z).sum(1, keepdim=True)
-
-    def terminal(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base.terminal(x)
-
-    def exact_solution(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.base.exact_solution(t, x)
-
-    @property
-    def has_exact_solution(self) -> bool:
-        return self.base.has_exact_solution
-
-    def reference(self) -> Reference | None:
-        return self.base.reference()
 
     def _sigma_inverse_b(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\sigma^{-1} b` (least squares for general noise), ``(batch, m)``."""

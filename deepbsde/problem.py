@@ -33,7 +33,7 @@ import torch
 
 from .errors import ProblemError, describe
 
-__all__ = ["Problem", "Reference", "NoiseType", "check_problem", "Described", "describe_keywords",
+__all__ = ["Problem", "ProblemView", "Reference", "NoiseType", "check_problem", "Described", "describe_keywords",
            "constructor_arguments"]
 
 NoiseType = Literal["diagonal", "general"]
@@ -327,3 +327,56 @@ def expect_tensor(where: str, value: object, shape: tuple[int, ...], dtype: torc
     bad = ~torch.isfinite(flat)
     if bool(bad.any()):
         raise ProblemError(f"{where}: returned non-finite values{where_called} (first: {flat[bad][0].item()})")
+
+
+class ProblemView(Problem):
+    """Another view of ``base``, the same PDE: every function and property is the base problem's until a subclass
+    overrides it (a sampling drift, :class:`deepbsde.drift.DriftedProblem`; another starting point,
+    :class:`deepbsde.regions.AtPoint`). ``x0`` defaults to the base's."""
+
+    def __init__(self, base: Problem, x0: Sequence[float] | float | None = None) -> None:
+        super().__init__(base.dim, base.horizon, base.x0 if x0 is None else x0)
+        self.base = base
+        self.noise_type = base.noise_type
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def noise_dim(self) -> int:
+        return self.base.noise_dim
+
+    def describe(self) -> dict[str, object]:
+        return self.base.describe()
+
+    def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.drift(t, x)
+
+    def diffusion(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.diffusion(t, x)
+
+    def sigma_times(self, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.base.sigma_times(t, x, v)
+
+    def sigma_transpose_times(self, t: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return self.base.sigma_transpose_times(t, x, p)
+
+    def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
+        return self.base.step(t, x, dt, dw)
+
+    def driver(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.base.driver(t, x, y, z)
+
+    def terminal(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.terminal(x)
+
+    def exact_solution(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.base.exact_solution(t, x)
+
+    @property
+    def has_exact_solution(self) -> bool:
+        return self.base.has_exact_solution
+
+    def reference(self) -> Reference | None:
+        return self.base.reference()

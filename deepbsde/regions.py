@@ -32,7 +32,7 @@ import torch
 
 from .errors import ConfigError, describe
 from .paths import make_generator
-from .problem import Problem, Reference
+from .problem import Problem, ProblemView, Reference
 
 __all__ = ["Region", "Box", "Line", "Sampler", "as_region", "AtPoint", "region_errors", "reference_functions"]
 
@@ -254,53 +254,15 @@ def as_region(value: Any) -> Region | None:
                       f"received {describe(value)}")
 
 
-class AtPoint(Problem):
+class AtPoint(ProblemView):
     """``problem`` started from another point ``x0`` (``(d,)``): every function is the problem's, only ``x0``
     differs (the error bar at any point of a region runs on it)."""
 
     def __init__(self, problem: Problem, x0: Sequence[float]) -> None:
-        super().__init__(problem.dim, problem.horizon, [float(v) for v in x0])
-        self.base = problem
-        self.noise_type = problem.noise_type
-
-    @property
-    def name(self) -> str:
-        return self.base.name
-
-    @property
-    def noise_dim(self) -> int:
-        return self.base.noise_dim
+        super().__init__(problem, [float(v) for v in x0])
 
     def describe(self) -> dict[str, object]:
         return dict(self.base.describe(), x0=list(self.x0))
-
-    def drift(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.base.drift(t, x)
-
-    def diffusion(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.base.diffusion(t, x)
-
-    def sigma_times(self, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.base.sigma_times(t, x, v)
-
-    def sigma_transpose_times(self, t: torch.Tensor, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return self.base.sigma_transpose_times(t, x, p)
-
-    def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
-        return self.base.step(t, x, dt, dw)
-
-    def driver(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.base.driver(t, x, y, z)
-
-    def terminal(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base.terminal(x)
-
-    def exact_solution(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.base.exact_solution(t, x)
-
-    @property
-    def has_exact_solution(self) -> bool:
-        return self.base.has_exact_solution
 
     def reference(self) -> Reference | None:
         return None

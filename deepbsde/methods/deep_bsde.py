@@ -105,14 +105,21 @@ class DeepBSDEModel(nn.Module):
             if num_steps <= 1:
                 return z0
             return torch.cat([z0, self.nets.at(times, x[:, 1:-1, :]) * self.z_scale], dim=1)
-        trained = self.nets.num_nets + 1
-        if num_steps % trained:
-            raise ValueError(f"per-step networks: {num_steps} steps is not a multiple of the {trained} trained ones")
-        r = num_steps // trained
-        if trained == 1:
-            return z0.expand(batch, num_steps, m)
-        z = torch.cat([z0, self.nets(x[:, r:-1:r, :][:, : trained - 1]) * self.z_scale], dim=1)
-        return z.repeat_interleave(r, dim=1)
+        return _per_step_z(self.nets, z0, x, num_steps, self.z_scale)
+
+
+def _per_step_z(nets: StepNets, z0: torch.Tensor, x: torch.Tensor, num_steps: int, z_scale: float) -> torch.Tensor:
+    """:math:`Z` ``(B, num_steps, m)`` along paths ``x`` ``(B, num_steps + 1, d)`` from ``z0`` ``(B, 1, m)`` and the
+    per-step networks, each trained network held over ``num_steps / (S + 1)`` steps of a finer grid."""
+    batch, _, m = z0.shape
+    trained = nets.num_nets + 1
+    if num_steps % trained:
+        raise ValueError(f"per-step networks: {num_steps} steps is not a multiple of the {trained} trained ones")
+    r = num_steps // trained
+    if trained == 1:
+        return z0.expand(batch, num_steps, m)
+    z = torch.cat([z0, nets(x[:, r:-1:r, :][:, : trained - 1]) * z_scale], dim=1)
+    return z.repeat_interleave(r, dim=1)
 
 
 class RegionModel(nn.Module):
@@ -197,17 +204,8 @@ class RegionModel(nn.Module):
         if isinstance(self.nets, TimeNet):
             times = torch.linspace(0.0, self.nets.horizon, num_steps + 1, dtype=x.dtype, device=x.device)[:-1]
             return self.nets.at(times, x[:, :-1, :]) * self.z_scale
-        batch = x.shape[0]
         z0 = self.z0_at(x[:, 0]).unsqueeze(1)
-        m = z0.shape[2]
-        trained = self.nets.num_nets + 1
-        if num_steps % trained:
-            raise ValueError(f"per-step networks: {num_steps} steps is not a multiple of the {trained} trained ones")
-        r = num_steps // trained
-        if trained == 1:
-            return z0.expand(batch, num_steps, m)
-        z = torch.cat([z0, self.nets(x[:, r:-1:r, :][:, : trained - 1]) * self.z_scale], dim=1)
-        return z.repeat_interleave(r, dim=1)
+        return _per_step_z(self.nets, z0, x, num_steps, self.z_scale)
 
 
 def rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor, dw: torch.Tensor, dt: float,
