@@ -32,6 +32,12 @@ the scheme. The likelihood-ratio route, moving :math:`Z_0` by :math:`\delta` mov
 :math:`\Gamma\,\delta^\top\Delta W_0`, so :math:`\hat Z_0 = Z_0 + \overline{D\,\Delta W_0} / (\Delta t\,\bar\Gamma)`,
 is the cross-check (and the PINN's estimate).
 
+**Rare payoffs.** Where the deep BSDE method found a rare payoff (:func:`deepbsde.drift.rare_event_shift`), half
+the fresh paths run with the Brownian motion shifted by :math:`\theta t` and every per-path quantity (the mismatch,
+:math:`\Gamma`, the pathwise gradient) is weighted by :math:`dP/dM \le 2` of the mixture
+(:func:`deepbsde.drift.mixture_increments`): the same estimates, unbiased under the original measure, with the
+payoff's region sampled.
+
 **Time step.** The same estimate on a grid of :math:`2N` steps (the trained :math:`\hat Z` evaluated at the
 finer times, or held piecewise constant) on coupled increments gives :math:`\hat u_0^{2N}`; the difference
 :math:`|\hat u_0^{2N} - \hat u_0^{N}|` bounds the remaining bias of :math:`\hat u_0^{2N}` for a scheme of
@@ -71,6 +77,9 @@ class Control:
     #: ``z_step(n, x_n, N)``: the control one step at a time, where the re-estimate of u0 runs under the
     #: measure the control induces (:func:`deepbsde.methods.deep_bsde.controlled_paths`)
     z_step: Callable[[int, torch.Tensor, int], torch.Tensor] | None = None
+    #: θ ``(m,)`` where half the paths are drawn with :math:`W = \tilde W + \theta t` and every per-path quantity
+    #: is weighted by :math:`dP/dM` (a rare payoff, :func:`deepbsde.drift.mixture_increments`)
+    noise_shift: torch.Tensor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +191,8 @@ class Pilot:
 
 
 def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generator,
-          dtype: torch.dtype = torch.float64, x0: torch.Tensor | None = None) -> tuple[Pilot, torch.Tensor]:
+          dtype: torch.dtype = torch.float64, x0: torch.Tensor | None = None,
+          noise_shift: torch.Tensor | None = None) -> tuple[Pilot, torch.Tensor]:
     r"""A :math:`Z = 0` pilot on ``paths`` forward paths: :math:`Y_N = g(X_N)`,
     :math:`Y_n = Y_{n+1} + f(t_n, X_n, Y_{n+1}, 0)\Delta t` pathwise, then :math:`\hat Y_0` the mean (one Picard
     sweep of the backward equation with the martingale part dropped). Scales: ``y_scale`` is the standard
@@ -191,11 +201,19 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
     :math:`Z` whose stochastic integral carries that variance, :math:`\sqrt{\operatorname{Var} g / (T m)}`.
 
     ``x0`` ``(P, d)``: the paths' starting points (the deep BSDE method's region mode), default ``problem.x0``.
+    ``noise_shift`` θ: the paths are drawn with :math:`W = \tilde W + \theta t` (a rare payoff,
+    :func:`deepbsde.drift.rare_event_shift`); :math:`\hat Y_0` is then the likelihood-ratio weighted mean, the
+    scales those of the paths the network will see.
 
     Returns the :class:`Pilot` and the pilot paths ``(P, N + 1, d)``.
     """
     dt = problem.horizon / num_steps
     dw = brownian_increments(paths, num_steps, problem.noise_dim, dt, generator, dtype)
+    weight = None
+    if noise_shift is not None:
+        from .drift import mixture_increments
+
+        dw, weight = mixture_increments(dw, noise_shift, dt, generator)
     with torch.no_grad():
         x = forward_paths(problem, dw, dt, x0)
     grid = time_grid(problem.horizon, num_steps, dtype=dtype, device=x.device)
@@ -206,7 +224,7 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
         for n in range(num_steps - 1, -1, -1):
             y = y + problem.driver(grid[n], x[:, n], y, zero) * dt
             y = torch.where(torch.isfinite(y), y, g)  # a driver that blows up on the pilot must not poison the start
-        y0 = float(y.mean())
+        y0 = float(y.mean()) if weight is None else float((weight * y).mean())
         level = max(abs(y0), float(g.abs().mean()))
         spread = max(float(g.std()), float(y.std()))
         # a pilot on which g does not move (a far out-of-the-money payoff: all pilot payoffs 0) says nothing of
@@ -332,20 +350,28 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         b = min(chunk, paths - c * chunk)
         gen = make_generator(int(seed) * 1_000_003 + 7919 * c + 1, device)
         dw_fine = brownian_increments(b, steps, problem.noise_dim, problem.horizon / steps, gen, dtype)
+        weight = None
+        if control.noise_shift is not None:  # half the paths under Q (W = W~ + θt), every quantity times dP/dM
+            from .drift import mixture_increments
+
+            dw_fine, weight = mixture_increments(dw_fine, control.noise_shift, problem.horizon / steps, gen)
         mismatch = {}
         for key, k_steps in grids.items():
             dw = dw_fine if k_steps == steps else dw_fine.reshape(b, k_steps, steps // k_steps, -1).sum(2)
             mismatch[key] = _chunk(problem, control, z0, dw, problem.horizon / k_steps, shift[key], structure,
                                    sums[key], gradient == "pathwise",
-                                   gradient != "none" and (key == "coarse" or not refine))
+                                   gradient != "none" and (key == "coarse" or not refine), weight)
             if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
                 sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
             if c == 0 and nonlinear:
                 z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
     # one Newton step from the trained Y0, linearised below (its error is second order)
     newton: dict[str, float] = {}
+    control_share: dict[str, float] = {}
     for key, acc in sums.items():
         acc.n = paths
+        if "H" in acc.sums:
+            control_share[key] = _blend_control(acc)
         newton[key] = float(acc.mean("D")) / float(acc.mean("G"))
         shift[key] += newton[key]
     out: dict[str, dict[str, float]] = {}
@@ -412,14 +438,36 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         trained_y0=float(control.y0), structure=structure)
 
 
+def _blend_control(acc: _Sums) -> float:
+    """Rare-payoff mode: replace the sums of D by those of D0 + a H (D0 the mismatch with Z = 0, H = D - D0 the
+    control's part) with ``a`` in [0, 1] minimising the variance, :math:`a = -\\operatorname{Cov}(D_0, H) /
+    \\operatorname{Var} H` (a control variate's optimal coefficient; :math:`E[H] = 0` under the original measure
+    whatever ``a``, so the estimate stays unbiased up to the O(1/M) of estimating ``a``). Returns ``a``."""
+    n = acc.n
+    s_d, s_h = acc.sums["D"], acc.sums["H"]
+    s_dd, s_hh, s_dh = acc.sums["D^2"], acc.sums["H^2"], acc.sums["D0H"] + acc.sums["H^2"]
+    s_d0 = s_d - s_h
+    s_d0d0 = s_dd - 2 * s_dh + s_hh
+    s_d0h = acc.sums["D0H"]
+    var_h = float(s_hh / n - (s_h / n) ** 2)
+    cov = float(s_d0h / n - (s_d0 / n) * (s_h / n))
+    a = min(max(-cov / var_h, 0.0), 1.0) if var_h > 0 else 0.0
+    acc.sums["D"] = s_d0 + a * s_h
+    acc.sums["D^2"] = s_d0d0 + 2 * a * s_d0h + a * a * s_hh
+    acc.sums["DG"] = (acc.sums["DG"] - acc.sums["HG"]) + a * acc.sums["HG"]
+    return a
+
+
 def _cov(acc: _Sums, a: str, b: str) -> float:
     return float((acc.sums[a + b] / acc.n - acc.mean(a) * acc.mean(b)) * acc.n / max(acc.n - 1, 1))
 
 
 def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float, c: float,
-           structure: DriverStructure, acc: _Sums, gradient: bool, likelihood_ratio: bool) -> torch.Tensor:
+           structure: DriverStructure, acc: _Sums, gradient: bool, likelihood_ratio: bool,
+           weight: torch.Tensor | None = None) -> torch.Tensor:
     """One chunk of paths: adds D, Gamma, g, the pathwise gradient P and the likelihood-ratio term L to ``acc``;
-    returns the mismatch D per path."""
+    returns the mismatch D per path. ``weight`` ``(B, 1)``: the paths run under a shifted measure (``dw`` the
+    shifted increments) and every per-path quantity is multiplied by its likelihood ratio."""
     batch, steps, m = dw.shape
     x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim).clone().requires_grad_(gradient)
     controlled = _controlled(control, structure)
@@ -440,6 +488,24 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
     if controlled:  # u0 under the control's measure: second-order bias (the gradient stays pathwise, above)
         d, gamma, g = _controlled_mismatch(problem, control, z0, dw, dt, c)
     d, gamma, g = d.detach().reshape(-1), gamma.detach().reshape(-1), g.detach().reshape(-1)
+    if weight is not None:
+        w = weight.detach().reshape(-1).to(d.dtype)
+        g_plain = g
+        d, gamma, g, d_plain = d * w, gamma * w, g * w, d_plain * w
+        if gradient:
+            pathwise = pathwise * w.unsqueeze(1)
+        # the same paths with Z = 0: the control's part H = D - D0 enters with the coefficient that minimises the
+        # variance (chosen in evaluate); a control learnt mostly where the shift sends the paths may add noise
+        # on the others, where the weights are largest
+        with torch.no_grad():
+            y_zero = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device)
+            yn0 = driver_rollout(problem, y_zero, torch.zeros_like(z), x.detach(), dw, dt, control.scheme,
+                                 structure.affine_in_z)
+        d0 = (g_plain - yn0.reshape(-1)) * w if not controlled else d
+        h = d - d0
+        acc.add("H", h)
+        acc.add_product("D0H", d0, h)
+        acc.add_product("HG", h, gamma)
     acc.n += batch
     acc.add("D", d)
     acc.add("G", gamma)
