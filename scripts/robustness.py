@@ -123,7 +123,7 @@ def run_one(name: str, kw: dict[str, Any], method: str, seed: int) -> dict[str, 
         row.update({k: summary.get(k) for k in ("u0", "reference", "relative_error", "u0_interval", "u0_stderr",
                                                 "interval_covers_reference", "variance_explained", "verdict",
                                                 "seconds", "iterations", "stopped_by", "within_bounds",
-                                                "reference_bounds", "warnings")})
+                                                "reference_bounds", "warnings", "tolerance")})
         row.update(grad_error(name, kw, summary.get("grad_u0"), summary.get("grad_u0_stderr")))
     (folder / "robustness.json").write_text(json.dumps(row, indent=1, default=str))
     return row
@@ -225,6 +225,13 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
                    f"of the reference (mean over seeds); the 95 % interval covers the reference in "
                    f"{n_cover}/{len(covers)} runs ({100 * n_cover / max(len(covers), 1):.0f} %); runs outside their "
                    f"interval with verdict \"ok\" (no warning): {len(uncovered_silent)}.")
+        for r in uncovered_silent:  # how far out, and whether the answer still meets the tolerance it promised
+            se, tol = r.get("u0_stderr"), r.get("tolerance")
+            dist = (f"{abs(r['u0'] - r['reference']) / se:.1f} standard errors off"
+                    if se and r.get("reference") is not None else "off")
+            meets = (f"; error {100 * r['relative_error']:.3f} % against the {100 * tol:.1f} % tolerance"
+                     if tol else "")
+            out.append(f"  - outside its interval with \"ok\": {r['case']} seed {r.get('seed')}, {dist}{meets}")
         bad = sorted(c for c, v in by_case.items() if statistics.fmean(v) > 0.01)
         if bad:
             out.append(f"  - beyond 1 %: {', '.join(bad)}")
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = path.parent / "summary.json"
             if summary.is_file() and "error" not in row:  # the gradient columns, recomputed from the run
                 s = json.loads(summary.read_text())
+                row.setdefault("tolerance", s.get("tolerance"))
                 for key in ("grad_mean_rel_error", "grad_max_rel_error", "grad_coverage", "grad_max_abs_error"):
                     row.pop(key, None)
                 name = next((n for n, kw in cases() if case_id(n, kw, row["method"]) == row["case"]), None)

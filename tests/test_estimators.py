@@ -282,3 +282,38 @@ def test_rare_payoff_gets_a_noise_shift_and_an_unbiased_weighted_estimate():
     assert abs(mean - exact) < 3 * spread / math.sqrt(len(values)), (mean, exact, spread)
     assert 0.7 < stated / spread < 1.4, (stated, spread)
     assert spreads["shifted"] < 0.25 * spreads["plain"], spreads
+
+
+def test_gradient_under_the_control_measure_is_second_order_in_the_control():
+    """BurgersType (driver (y - k) Σz, nonlinear in (y, z)) with a control 20 % off the exact Z: the pathwise
+    gradient on the plain paths is about 3 % off (first order in the control's error) and its interval misses;
+    under the measure the control induces it is within 0.5 %, and its interval holds the closed form
+    ∇u = u(1 - u)/d on at least 90 % of coordinates over 5 seeds."""
+    from equations import BurgersType
+
+    problem = BurgersType(dim=4)
+    control, z0 = exact_control(problem, 0.8, num_steps=10)
+
+    def z_step(n, x, steps):
+        t = torch.full((x.shape[0], 1), n * problem.horizon / steps, dtype=x.dtype)
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(problem.exact_solution(t, xg).sum(), xg, create_graph=x.requires_grad)
+        return 0.8 * problem.sigma_transpose_times(t, x, grad)
+
+    controlled = Control(control.y0, control.z_at, 10, "heun", None, z_step)
+    st = structure(problem)
+    exact = 0.25 / problem.dim
+    errors = {"plain": [], "controlled": []}
+    covered = total = 0
+    for seed in range(5):
+        for name, ctrl in (("plain", control), ("controlled", controlled)):
+            ev = evaluate(problem, ctrl, z0, 1024, seed, torch.float64, structure=st)
+            errors[name].append(statistics.fmean(ev.grad_u0) / exact - 1)
+            if name == "controlled":
+                covered += sum(abs(v - exact) <= 1.96 * s for v, s in zip(ev.grad_u0, ev.grad_u0_se))
+                total += len(ev.grad_u0)
+    plain, ctrl_err = abs(statistics.fmean(errors["plain"])), abs(statistics.fmean(errors["controlled"]))
+    assert plain > 0.015, errors
+    assert ctrl_err < 0.005, errors
+    assert covered >= 0.9 * total, (covered, total)

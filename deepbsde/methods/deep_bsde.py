@@ -250,7 +250,7 @@ def rollout(problem: Problem, y0: torch.Tensor, z: torch.Tensor, x: torch.Tensor
 
 
 def controlled_paths(problem: Problem, z_step, y0: float | torch.Tensor, dw: torch.Tensor, dt: float,
-                     x0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     x0: torch.Tensor | None = None, differentiable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Forward paths under the measure that the control :math:`\hat Z` induces through the driver, and the
     coefficients :math:`\beta_n = \partial_z f(t_n, X_n, Y_n, \hat Z_n)` (no autograd graph): on each step
     :math:`X_{n+1} = \mathrm{step}(X_n) + \sigma(X_n)\beta_n\Delta t` and
@@ -261,25 +261,29 @@ def controlled_paths(problem: Problem, z_step, y0: float | torch.Tensor, dw: tor
     the optimally controlled process visits, and the re-estimate's bias from an imperfect :math:`\hat Z` is
     of second order. For HJB's :math:`f = -\lambda|z|^2/2` the drift is :math:`-\lambda\sigma\hat Z`, the
     feedback control's. ``z_step(n, x_n, N)`` gives :math:`\hat Z_n` ``(B, m)``. ``y0``: a number, or
-    ``(B, 1)`` per path (region mode, with ``x0`` ``(B, d)``).
+    ``(B, 1)`` per path (region mode, with ``x0`` ``(B, d)``). ``differentiable``: keep the graph, so that the
+    paths and the coefficients can be differentiated in an ``x0`` that requires grad (the error bar's pathwise
+    gradient under this measure).
     """
     batch, steps, m = dw.shape
     grid = time_grid(steps * dt, steps, dtype=dw.dtype, device=dw.device)
     x = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim) if x0 is None else x0
     xs, betas = [x], []
     if isinstance(y0, torch.Tensor) and y0.numel() > 1:
-        y = y0.detach().to(dw.dtype).reshape(batch, 1)
+        y = (y0 if differentiable else y0.detach()).to(dw.dtype).reshape(batch, 1)
     else:
         y = torch.full((batch, 1), float(y0), dtype=dw.dtype, device=dw.device)
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         for n in range(steps):
             z = z_step(n, x, steps).to(dw.dtype)
-            zg = z.detach().clone().requires_grad_(True)
+            zg = z if differentiable and z.requires_grad else z.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 f = problem.driver(grid[n], x, y, zg)
-                (b,) = torch.autograd.grad(f.sum(), zg, allow_unused=True)
-            b = torch.zeros_like(z) if b is None else b.detach()
-            y = y - (f.detach() - (b * z).sum(1, keepdim=True)) * dt + (z * dw[:, n]).sum(1, keepdim=True)
+                (b,) = torch.autograd.grad(f.sum(), zg, allow_unused=True, create_graph=differentiable)
+            b = torch.zeros_like(z) if b is None else (b if differentiable else b.detach())
+            if not differentiable:
+                f = f.detach()
+            y = y - (f - (b * z).sum(1, keepdim=True)) * dt + (z * dw[:, n]).sum(1, keepdim=True)
             x = problem.step(grid[n], x, dt, dw[:, n]) + problem.sigma_times(grid[n], x, b) * dt
             xs.append(x)
             betas.append(b)
