@@ -79,23 +79,26 @@ def likelihood_ratio(theta: torch.Tensor, w_tilde: torch.Tensor, horizon: float)
 
 
 
-def mixture_increments(dw: torch.Tensor, theta: torch.Tensor, dt: float,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Defensive mixture sampling (Hesterberg 1995): each path, with probability ½ (independently, from
+def mixture_increments(dw: torch.Tensor, theta: torch.Tensor, dt: float, generator: torch.Generator,
+                       shifted: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Defensive mixture sampling (Hesterberg 1995): each path, with probability ``shifted`` (independently, from
     ``generator``: the paths are then i.i.d. draws of the mixture, so the usual standard errors hold), gets its
-    Brownian increments shifted by :math:`\theta\Delta t` (drawn under :math:`Q`, :math:`W = \tilde W + \theta t`), the others
-    stay under :math:`P`; each path's weight is :math:`dP/dM = 1 / (\tfrac12 + \tfrac12\,dQ/dP)` with
+    Brownian increments shifted by :math:`\theta\Delta t` (drawn under :math:`Q`, :math:`W = \tilde W + \theta t`),
+    the others stay under :math:`P`. Each path's weight is :math:`dP/dM = 1 / (1 - q + q\,dQ/dP)` with
     :math:`dQ/dP = \exp(\theta\cdot W_T - |\theta|^2T/2)` at its own :math:`W_T`, for the mixture
-    :math:`M = \tfrac12(P + Q)`. So :math:`E_P[h] = E_M[w\,h]`, and the weight never exceeds 2: unlike the plain
-    likelihood ratio (:math:`E_Q[(dP/dQ)^2] = e^{|\theta|^2T}`), no estimate's variance can blow up where the
-    shift sends few paths. ``dw`` ``(B, N, m)``; returns the increments ``(B, N, m)`` and the weights ``(B, 1)``."""
-    pick = torch.rand(dw.shape[0], generator=generator, dtype=torch.float64, device=generator.device) < 0.5
-    shift = pick.to(dw.dtype).to(dw.device).reshape(-1, 1, 1)
-    out = dw + shift * (theta.to(dw.dtype).to(dw.device) * dt)
-    horizon = dt * dw.shape[1]
+    :math:`M = (1 - q)P + qQ`. So :math:`E_P[h] = E_M[w\,h]`, and the weight never exceeds :math:`1/(1 - q)`
+    (10 for the default ``q = 0.9``): unlike the plain likelihood ratio (:math:`E_Q[(dP/dQ)^2] = e^{|\theta|^2T}`), no
+    estimate's variance can blow up where the shift sends few paths. Measured on the basket call at d = 100,
+    ρ = 0, K = 110 (20,000 paths, |θ| = 3.8): the standard deviation of the weighted discounted payoff per path is
+    2.17 u0 for q = 0.5, 1.60 for 0.8, 1.47 for 0.9 and 1.36 for plain Q (largest weight 1208).
+    ``dw`` ``(B, N, m)``; returns the increments ``(B, N, m)`` and the weights ``(B, 1)``."""
+    pick = torch.rand(dw.shape[0], generator=generator, dtype=torch.float64, device=generator.device) < shifted
+    mask = pick.to(dw.dtype).to(dw.device).reshape(-1, 1, 1)
     theta = theta.to(dw.dtype).to(dw.device)
+    out = dw + mask * (theta * dt)
+    horizon = dt * dw.shape[1]
     log_ratio = (out.sum(1) * theta).sum(1, keepdim=True) - 0.5 * float(theta.square().sum()) * horizon
-    weight = 2.0 / (1.0 + torch.exp(log_ratio.clamp(max=80.0)))
+    weight = 1.0 / ((1.0 - shifted) + shifted * torch.exp(log_ratio.clamp(max=80.0)))
     return out, weight
 
 

@@ -32,9 +32,9 @@ the scheme. The likelihood-ratio route, moving :math:`Z_0` by :math:`\delta` mov
 :math:`\Gamma\,\delta^\top\Delta W_0`, so :math:`\hat Z_0 = Z_0 + \overline{D\,\Delta W_0} / (\Delta t\,\bar\Gamma)`,
 is the cross-check (and the PINN's estimate).
 
-**Rare payoffs.** Where the deep BSDE method found a rare payoff (:func:`deepbsde.drift.rare_event_shift`), half
+**Rare payoffs.** Where the deep BSDE method found a rare payoff (:func:`deepbsde.drift.rare_event_shift`), 90 % of
 the fresh paths run with the Brownian motion shifted by :math:`\theta t` and every per-path quantity (the mismatch,
-:math:`\Gamma`, the pathwise gradient) is weighted by :math:`dP/dM \le 2` of the mixture
+:math:`\Gamma`, the pathwise gradient) is weighted by :math:`dP/dM \le 10` of the mixture
 (:func:`deepbsde.drift.mixture_increments`): the same estimates, unbiased under the original measure, with the
 payoff's region sampled.
 
@@ -77,7 +77,7 @@ class Control:
     #: ``z_step(n, x_n, N)``: the control one step at a time, where the re-estimate of u0 runs under the
     #: measure the control induces (:func:`deepbsde.methods.deep_bsde.controlled_paths`)
     z_step: Callable[[int, torch.Tensor, int], torch.Tensor] | None = None
-    #: θ ``(m,)`` where half the paths are drawn with :math:`W = \tilde W + \theta t` and every per-path quantity
+    #: θ ``(m,)`` where 90 % of the paths are drawn with :math:`W = \tilde W + \theta t` and every per-path quantity
     #: is weighted by :math:`dP/dM` (a rare payoff, :func:`deepbsde.drift.mixture_increments`)
     noise_shift: torch.Tensor | None = None
 
@@ -351,7 +351,7 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         gen = make_generator(int(seed) * 1_000_003 + 7919 * c + 1, device)
         dw_fine = brownian_increments(b, steps, problem.noise_dim, problem.horizon / steps, gen, dtype)
         weight = None
-        if control.noise_shift is not None:  # half the paths under Q (W = W~ + θt), every quantity times dP/dM
+        if control.noise_shift is not None:  # 90 % of the paths under Q (W = W~ + θt), every quantity times dP/dM
             from .drift import mixture_increments
 
             dw_fine, weight = mixture_increments(dw_fine, control.noise_shift, problem.horizon / steps, gen)

@@ -375,10 +375,10 @@ class DeepBSDE(Method):
     rare_event:
         ``"auto"`` (the default): point mode checks, before the pilot, whether :math:`g(X_T)` departs from its
         typical value on only a sliver of the paths (a far out-of-the-money payoff; effective share of the
-        weights :math:`|g - \operatorname{median} g|` below 2 %). If so, half of every batch of paths (training,
+        weights :math:`|g - \operatorname{median} g|` below 2 %). If so, 90 % of every batch of paths (training,
         pilot, error bar) is drawn under a constant shift θ of the Brownian motion chosen by cross-entropy
         (:func:`deepbsde.drift.rare_event_shift`), and the error bar's re-estimate weights every path by
-        :math:`dP/dM \le 2` for that mixture (:func:`~deepbsde.drift.mixture_increments`). The training loss stays
+        :math:`dP/dM \le 10` for that mixture (:func:`~deepbsde.drift.mixture_increments`). The training loss stays
         unweighted: on a shifted path, :math:`Z\cdot\Delta W = Z\cdot\Delta\tilde W + \theta\cdot Z\,\Delta t`, the
         same PDE's BSDE under the shifted measure, with the same solution. Measured on the basket call at
         d = 100, ρ = 0, K = 110 (u = 3.0e-4, about 0.05 % of paths in the money): without it 26 % off with a
@@ -495,7 +495,7 @@ class DeepBSDE(Method):
         return cache[key][1]
 
     def noise_shift(self, problem: Problem) -> torch.Tensor | None:
-        """θ ``(m,)`` float64 where half of every batch of paths of ``problem`` is drawn with the Brownian motion
+        """θ ``(m,)`` float64 where 90 % of every batch of paths of ``problem`` is drawn with the Brownian motion
         shifted by :math:`\theta t` (``rare_event``, :func:`~deepbsde.drift.mixture_increments`), else ``None``;
         decided once per problem object (a fixed generator: the same for every seed)."""
         if self.rare_event != "auto" or self.region is not None:
@@ -607,7 +607,7 @@ class DeepBSDE(Method):
     def sample(self, problem: Problem, batch_size: int, generator: torch.Generator,
                dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """Point mode: ``(paths, dw)``, or ``(paths, dw, empty, weight)`` under a rare payoff's noise shift
-        (:meth:`noise_shift`: ``dw`` the increments, about half the paths shifted, ``weight`` ``(B, 1)`` dP/dM); region
+        (:meth:`noise_shift`: ``dw`` the increments, 90 % of the paths shifted, ``weight`` ``(B, 1)`` dP/dM); region
         mode: ``(paths, dw, x0)``, the starting points drawn first. Under
         the control's measure the paths depend on the model: then ``paths`` is empty, and drawn in
         :meth:`loss`."""
@@ -618,7 +618,7 @@ class DeepBSDE(Method):
         dw = brownian_increments(batch_size, self.num_steps, problem.noise_dim, dt, generator, dtype)
         theta = self.noise_shift(problem)
         weight = None
-        if theta is not None:  # half the paths with W = W~ + θt, weights dP/dM
+        if theta is not None:  # 90 % of the paths with W = W~ + θt, weights dP/dM
             from ..drift import mixture_increments
 
             dw, weight = mixture_increments(dw, theta, dt, generator)
