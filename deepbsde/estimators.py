@@ -445,22 +445,44 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
 
 
 def _blend_control(acc: _Sums) -> float:
-    """Rare-payoff mode: replace the sums of D by those of D0 + a H (D0 the mismatch with Z = 0, H = D - D0 the
-    control's part) with ``a`` in [0, 1] minimising the variance, :math:`a = -\\operatorname{Cov}(D_0, H) /
-    \\operatorname{Var} H` (a control variate's optimal coefficient; :math:`E[H] = 0` under the original measure
-    whatever ``a``, so the estimate stays unbiased up to the O(1/M) of estimating ``a``). Returns ``a``."""
+    """Rare-payoff mode: replace the sums of D by those of D0 + a H + b (w - 1), where D0 is the mismatch with
+    Z = 0, H = D - D0 the trained control's part and w - 1 the mixture weight's deviation from its known mean 1
+    (all three weighted, :func:`deepbsde.drift.mixture_increments`). ``a`` in [0, 1] and ``b`` minimise the
+    variance of the mismatch at its root, D0 - s0 G (s0 the Newton step with Z = 0), by least squares: the
+    optimal coefficients of two control variates whose means are zero under the original measure, so the
+    estimate stays unbiased up to the O(1/M) of estimating them. ``b`` removes the part of the mismatch that
+    follows the weights (a trained Y0 away from u0 on the unshifted paths, whose weights are largest); ``a``
+    takes as much of the control as helps (a control learnt mostly where the shift sends the paths may add
+    noise elsewhere). Returns ``a``."""
     n = acc.n
-    s_d, s_h = acc.sums["D"], acc.sums["H"]
-    s_dd, s_hh, s_dh = acc.sums["D^2"], acc.sums["H^2"], acc.sums["D0H"] + acc.sums["H^2"]
-    s_d0 = s_d - s_h
-    s_d0d0 = s_dd - 2 * s_dh + s_hh
-    s_d0h = acc.sums["D0H"]
-    var_h = float(s_hh / n - (s_h / n) ** 2)
-    cov = float(s_d0h / n - (s_d0 / n) * (s_h / n))
-    a = min(max(-cov / var_h, 0.0), 1.0) if var_h > 0 else 0.0
-    acc.sums["D"] = s_d0 + a * s_h
-    acc.sums["D^2"] = s_d0d0 + 2 * a * s_d0h + a * a * s_hh
-    acc.sums["DG"] = (acc.sums["DG"] - acc.sums["HG"]) + a * acc.sums["HG"]
+    mean = {k: float(acc.sums[k]) / n for k in ("D", "H", "W1", "G")}
+    m_d0 = mean["D"] - mean["H"]
+    s0 = m_d0 / mean["G"] if mean["G"] != 0 else 0.0
+
+    def cov(xy: str, x: str, y: str, mx: float, my: float) -> float:
+        return float(acc.sums[xy]) / n - mx * my
+
+    s_hh, s_ww = float(acc.sums["H^2"]), float(acc.sums["W1^2"])
+    var_h = s_hh / n - mean["H"] ** 2
+    var_w = s_ww / n - mean["W1"] ** 2
+    c_hw = cov("HW1", "H", "W1", mean["H"], mean["W1"])
+    # covariances of the root mismatch R = D0 - s0 G with H and with w - 1
+    c_rh = cov("D0H", "D0", "H", m_d0, mean["H"]) - s0 * cov("HG", "H", "G", mean["H"], mean["G"])
+    c_rw = cov("D0W1", "D0", "W1", m_d0, mean["W1"]) - s0 * cov("W1G", "W1", "G", mean["W1"], mean["G"])
+    det = var_h * var_w - c_hw * c_hw
+    if var_h > 0 and var_w > 0 and det > 1e-12 * var_h * var_w:
+        a = -(c_rh * var_w - c_rw * c_hw) / det
+    else:
+        a = -c_rh / var_h if var_h > 0 else 0.0
+    a = min(max(a, 0.0), 1.0)
+    b = -(c_rw + a * c_hw) / var_w if var_w > 0 else 0.0
+    s_d0 = acc.sums["D"] - acc.sums["H"]
+    s_dh = acc.sums["D0H"] + acc.sums["H^2"]  # sum of D H
+    s_d0d0 = acc.sums["D^2"] - 2 * s_dh + acc.sums["H^2"]
+    acc.sums["D"] = s_d0 + a * acc.sums["H"] + b * acc.sums["W1"]
+    acc.sums["D^2"] = (s_d0d0 + a * a * acc.sums["H^2"] + b * b * acc.sums["W1^2"] + 2 * a * acc.sums["D0H"]
+                       + 2 * b * acc.sums["D0W1"] + 2 * a * b * acc.sums["HW1"])
+    acc.sums["DG"] = (acc.sums["DG"] - acc.sums["HG"]) + a * acc.sums["HG"] + b * acc.sums["W1G"]
     return a
 
 
@@ -512,9 +534,14 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
                                  structure.affine_in_z)
         d0 = (g_plain - yn0.reshape(-1)) * w if not controlled else d
         h = d - d0
+        w1 = w - 1.0  # mean zero under the mixture: a control variate that costs nothing
         acc.add("H", h)
+        acc.add("W1", w1)
         acc.add_product("D0H", d0, h)
         acc.add_product("HG", h, gamma)
+        acc.add_product("D0W1", d0, w1)
+        acc.add_product("HW1", h, w1)
+        acc.add_product("W1G", w1, gamma)
     acc.n += batch
     acc.add("D", d)
     acc.add("G", gamma)
