@@ -167,7 +167,6 @@ def rare_event_shift(problem: Problem, num_steps: int, generator: torch.Generato
             weight = (g - level).abs() * ratio
             if float(weight.sum()) <= 0 or not bool(torch.isfinite(weight).all()):
                 return None
-            shifted_share = _effective_share(weight)
             w_p = w_q + theta * horizon  # W_T = W̃_T + θT
             theta = (weight.unsqueeze(1) * w_p).sum(0) / (horizon * weight.sum())
         g, w_q = _terminal_and_noise(problem, theta, num_steps, chunk, generator)

@@ -202,8 +202,8 @@ def pilot(problem: Problem, num_steps: int, paths: int, generator: torch.Generat
 
     ``x0`` ``(P, d)``: the paths' starting points (the deep BSDE method's region mode), default ``problem.x0``.
     ``noise_shift`` θ: the paths are drawn with :math:`W = \tilde W + \theta t` (a rare payoff,
-    :func:`deepbsde.drift.rare_event_shift`); :math:`\hat Y_0` is then the likelihood-ratio weighted mean, the
-    scales those of the paths the network will see.
+    :func:`deepbsde.drift.rare_event_shift`, 90 % of them); :math:`\hat Y_0` is then the mean weighted by
+    :math:`dP/dM` (:func:`deepbsde.drift.mixture_increments`), the scales those of the paths the network will see.
 
     Returns the :class:`Pilot` and the pilot paths ``(P, N + 1, d)``.
     """
@@ -367,11 +367,10 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
                 z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
     # one Newton step from the trained Y0, linearised below (its error is second order)
     newton: dict[str, float] = {}
-    control_share: dict[str, float] = {}
     for key, acc in sums.items():
         acc.n = paths
         if "H" in acc.sums:
-            control_share[key] = _blend_control(acc)
+            _blend_control(acc)
         newton[key] = float(acc.mean("D")) / float(acc.mean("G"))
         shift[key] += newton[key]
     out: dict[str, dict[str, float]] = {}
@@ -459,16 +458,16 @@ def _blend_control(acc: _Sums) -> float:
     m_d0 = mean["D"] - mean["H"]
     s0 = m_d0 / mean["G"] if mean["G"] != 0 else 0.0
 
-    def cov(xy: str, x: str, y: str, mx: float, my: float) -> float:
+    def cov(xy: str, mx: float, my: float) -> float:
         return float(acc.sums[xy]) / n - mx * my
 
     s_hh, s_ww = float(acc.sums["H^2"]), float(acc.sums["W1^2"])
     var_h = s_hh / n - mean["H"] ** 2
     var_w = s_ww / n - mean["W1"] ** 2
-    c_hw = cov("HW1", "H", "W1", mean["H"], mean["W1"])
+    c_hw = cov("HW1", mean["H"], mean["W1"])
     # covariances of the root mismatch R = D0 - s0 G with H and with w - 1
-    c_rh = cov("D0H", "D0", "H", m_d0, mean["H"]) - s0 * cov("HG", "H", "G", mean["H"], mean["G"])
-    c_rw = cov("D0W1", "D0", "W1", m_d0, mean["W1"]) - s0 * cov("W1G", "W1", "G", mean["W1"], mean["G"])
+    c_rh = cov("D0H", m_d0, mean["H"]) - s0 * cov("HG", mean["H"], mean["G"])
+    c_rw = cov("D0W1", m_d0, mean["W1"]) - s0 * cov("W1G", mean["W1"], mean["G"])
     det = var_h * var_w - c_hw * c_hw
     if var_h > 0 and var_w > 0 and det > 1e-12 * var_h * var_w:
         a = -(c_rh * var_w - c_rw * c_hw) / det
@@ -495,7 +494,7 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
            weight: torch.Tensor | None = None) -> torch.Tensor:
     """One chunk of paths: adds D, Gamma, g, the pathwise gradient P and the likelihood-ratio term L to ``acc``;
     returns the mismatch D per path. ``weight`` ``(B, 1)``: the paths run under a shifted measure (``dw`` the
-    shifted increments) and every per-path quantity is multiplied by its likelihood ratio."""
+    shifted increments) and every per-path quantity is multiplied by its weight dP/dM."""
     batch, steps, m = dw.shape
     x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim).clone().requires_grad_(gradient)
     controlled = _controlled(control, structure)
@@ -528,11 +527,13 @@ def _chunk(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tenso
         # the same paths with Z = 0: the control's part H = D - D0 enters with the coefficient that minimises the
         # variance (chosen in evaluate); a control learnt mostly where the shift sends the paths may add noise
         # on the others, where the weights are largest
-        with torch.no_grad():
-            y_zero = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device)
-            yn0 = driver_rollout(problem, y_zero, torch.zeros_like(z), x.detach(), dw, dt, control.scheme,
-                                 structure.affine_in_z)
-        d0 = (g_plain - yn0.reshape(-1)) * w if not controlled else d
+        d0 = d  # under the control's measure the control is part of the measure: no Z = 0 counterpart
+        if not controlled:
+            with torch.no_grad():
+                y_zero = torch.full((batch, 1), c, dtype=dw.dtype, device=dw.device)
+                yn0 = driver_rollout(problem, y_zero, torch.zeros_like(z), x.detach(), dw, dt, control.scheme,
+                                     structure.affine_in_z)
+            d0 = (g_plain - yn0.reshape(-1)) * w
         h = d - d0
         w1 = w - 1.0  # mean zero under the mixture: a control variate that costs nothing
         acc.add("H", h)
@@ -575,8 +576,9 @@ def _controlled_mismatch(problem: Problem, control: Control, z0: torch.Tensor, d
     with torch.set_grad_enabled(gradient):
         x0 = problem.x0_tensor(dw.dtype, dw.device).expand(batch, problem.dim).clone().requires_grad_(gradient)
         y_start: float | torch.Tensor = c
-        slope = _lr_vectors(problem, torch.ones(1, dtype=dw.dtype), z0.to(dw.dtype).reshape(1, -1), 1.0)
-        if gradient and slope is not None:
+        slope = (_lr_vectors(problem, torch.ones(1, dtype=dw.dtype), z0.to(dw.dtype).reshape(1, -1), 1.0)
+                 if gradient else None)
+        if slope is not None:
             # the controlled Y starts at the estimate's value at x0 to first order, c + (x0' - x0) . grad u, so that
             # the coefficients beta (which may depend on y) follow a moved starting point
             y_start = c + ((x0 - x0.detach()) * slope.to(dw.dtype)).sum(1, keepdim=True)

@@ -188,9 +188,10 @@ class TimeNet(nn.Module):
             out = F.linear(h, last.weight * self.out_scale, last.bias * self.out_scale)
         if self.linear is not None:
             lin = self.linear
-            l_x = lin.weight[:, 1:] / self.scale.to(x.dtype)
-            l_bias = (lin.bias - l_x @ self.shift.to(x.dtype)) + t.reshape(-1, 1) * lin.weight[:, 0]
-            out = out + (F.linear(x, l_x) + l_bias) * self.linear_scale
+            s = self.linear_scale  # folded into the weights, as the output scale is: exact where it is 1
+            l_x = lin.weight[:, 1:] * s / self.scale.to(x.dtype)
+            l_bias = (lin.bias * s - l_x @ self.shift.to(x.dtype)) + t.reshape(-1, 1) * (lin.weight[:, 0] * s)
+            out = out + F.linear(x, l_x) + l_bias
         return out
 
 

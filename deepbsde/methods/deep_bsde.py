@@ -508,7 +508,7 @@ class DeepBSDE(Method):
             found = rare_event_shift(self.view(problem), self.num_steps, make_generator(90210))
             if found is not None:
                 _LOG.info("rare payoff (effective share %.2g of the paths): paths drawn under a noise shift "
-                          "|θ| = %.3g and weighted by the likelihood ratio (effective share %.2g)",
+                          "|θ| = %.3g, estimates weighted by dP/dM (effective share %.2g)",
                           found[1]["share"], found[1]["theta_norm"], found[1]["shifted_share"])
             cache[key] = (problem, None if found is None else found[0], None if found is None else found[1])
         return cache[key][1]
@@ -606,9 +606,9 @@ class DeepBSDE(Method):
 
     def sample(self, problem: Problem, batch_size: int, generator: torch.Generator,
                dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Point mode: ``(paths, dw)``, or ``(paths, dw, empty, weight)`` under a rare payoff's noise shift
-        (:meth:`noise_shift`: ``dw`` the increments, 90 % of the paths shifted, ``weight`` ``(B, 1)`` dP/dM); region
-        mode: ``(paths, dw, x0)``, the starting points drawn first. Under
+        """Point mode: ``(paths, dw)`` (under a rare payoff's noise shift, :meth:`noise_shift`, 90 % of the
+        increments shifted: the training loss needs no weights, see :meth:`loss`); region mode: ``(paths, dw, x0)``,
+        the starting points drawn first. Under
         the control's measure the paths depend on the model: then ``paths`` is empty, and drawn in
         :meth:`loss`."""
         dt = problem.horizon / self.num_steps
@@ -617,17 +617,14 @@ class DeepBSDE(Method):
             x0 = self.region.sample(batch_size, problem.dim, generator, dtype)
         dw = brownian_increments(batch_size, self.num_steps, problem.noise_dim, dt, generator, dtype)
         theta = self.noise_shift(problem)
-        weight = None
-        if theta is not None:  # 90 % of the paths with W = W~ + θt, weights dP/dM
+        if theta is not None:  # 90 % of the paths with W = W~ + θt
             from ..drift import mixture_increments
 
-            dw, weight = mixture_increments(dw, theta, dt, generator)
+            dw = mixture_increments(dw, theta, dt, generator)[0]
         if self.controlled(problem):  # the paths depend on the model: drawn in loss()
             x = torch.empty(0, dtype=dtype, device=dw.device)
         else:
             x = simulate(self.view(problem), dw, dt, x0)
-        if weight is not None:
-            return (x, dw, torch.empty(0, dtype=dtype, device=dw.device), weight)
         return (x, dw) if x0 is None else (x, dw, x0)
 
     def _paths(self, model: DeepBSDEModel | RegionModel, problem: Problem,
@@ -636,7 +633,7 @@ class DeepBSDE(Method):
         x, dw = batch[0], batch[1]
         if x.numel():
             return x, dw, None
-        if len(batch) > 2 and batch[2].numel():  # region mode: from the batch's starting points, Y0 per path
+        if len(batch) > 2:  # region mode: from the batch's starting points, Y0 per path
             x0 = batch[2]
             with torch.no_grad():
                 y0 = model.y0_at(x0)
@@ -653,9 +650,9 @@ class DeepBSDE(Method):
             return self._region_loss(model, problem, x, dw, beta)
         y0, z = model(x)
         y_terminal = rollout(self.view(problem), y0, z, x, dw, problem.horizon / self.num_steps, self.scheme, beta)
-        # under a rare payoff's noise shift (batch[3]: the mixture weights), unweighted: on a shifted path
-        # Z.dW = Z.dW~ + θ.Z dt, the same PDE's BSDE under the shifted measure (driver f - θ.z), with the same
-        # minimiser (Y0, Z); the error bar's re-estimate weights instead
+        # under a rare payoff's noise shift, unweighted: on a shifted path Z.dW = Z.dW~ + θ.Z dt, the same PDE's
+        # BSDE under the shifted measure (driver f - θ.z), with the same minimiser (Y0, Z); the error bar's
+        # re-estimate weights instead
         return terminal_loss(y_terminal - problem.terminal(x[:, -1]), self.clip)
 
     def _region_loss(self, model: RegionModel, problem: Problem, x: torch.Tensor, dw: torch.Tensor,
@@ -698,19 +695,16 @@ abla_x Y_0(X_0) - \hat Z_0(X_0)|^2` (``c`` = ``region_consistency``,
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            batch = self.sample(problem, samples, gen, param.dtype)
-            x, dw, beta = self._paths(model, problem, batch)
+            x, dw, beta = self._paths(model, problem, self.sample(problem, samples, gen, param.dtype))
             y0, z = model(x)
             g = problem.terminal(x[:, -1])
             view = self.view(problem)
-            # under a rare payoff's noise shift: the moments on the shifted paths, those the training sees (the
-            # likelihood-ratio weighted ones are dominated by a few weights)
-            w = torch.ones_like(g)
-            mse = float((w * (rollout(view, y0, z, x, dw, dt, self.scheme, beta) - g).square()).mean())
-            mse0 = float((w * (rollout(view, y0, torch.zeros_like(z), x, dw, dt, self.scheme, beta) - g).square()).mean())
+            # under a rare payoff's noise shift: the moments on the shifted paths, those the training sees
+            mse = float((rollout(view, y0, z, x, dw, dt, self.scheme, beta) - g).square().mean())
+            mse0 = float((rollout(view, y0, torch.zeros_like(z), x, dw, dt, self.scheme, beta) - g).square().mean())
         model.train(was_training)
-        g_mean = float((w * g).mean())
-        var_g = float((w * (g - g_mean).square()).mean())
+        g_mean = float(g.mean())
+        var_g = float(g.var())
         out: dict[str, object] = {"terminal_mse": mse, "terminal_mse_z0": mse0, "terminal_mean": g_mean,
                                   "terminal_var": var_g}
         if var_g > 0:
