@@ -284,6 +284,9 @@ class Evaluation:
     variance_explained: float  # 1 - mean D^2 / Var g on the training grid
     trained_y0: float
     structure: DriverStructure
+    #: mean square terminal mismatch of the trained control on the grid of 2N steps over that on N (same paths):
+    #: near 1/2 where the time grid's share dominates it, near 1 where the control's error does (nan without 2N)
+    mismatch_ratio: float = float("nan")
 
     @property
     def half_width(self) -> float:
@@ -440,7 +443,8 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
         time_step_bias=abs(fine["u0"] - coarse["u0"]) if refine else 0.0,
         time_step_se=(float(sums["fine"].var("diff").sqrt()) / math.sqrt(paths) / abs(fine["gbar"])) if refine else 0.0,
         control_bias=max(fine["bias"], coarse["bias"]), paths=paths, variance_explained=coarse["ve"],
-        trained_y0=float(control.y0), structure=structure)
+        trained_y0=float(control.y0), structure=structure,
+        mismatch_ratio=fine["mse"] / coarse["mse"] if refine and coarse["mse"] > 0 else float("nan"))
 
 
 def _blend_control(acc: _Sums) -> float:

@@ -586,6 +586,7 @@ class _Run:
 def _evaluation_extra(ev: Evaluation) -> dict[str, Any]:
     return {"eval_paths": ev.paths, "u0_training_grid": ev.u0_coarse, "time_step_bias": ev.time_step_bias,
             "control_bias": ev.control_bias, "variance_explained": ev.variance_explained,
+            "mismatch_ratio": ev.mismatch_ratio if math.isfinite(ev.mismatch_ratio) else None,
             "grad_u0_lr_mean": ev.grad_lr_mean, "grad_u0_lr_mean_stderr": ev.grad_lr_mean_se,
             "grad_u0_time_step_bias": ev.grad_time_step_bias,
             "driver": {"depends_on_y": ev.structure.depends_on_y, "depends_on_z": ev.structure.depends_on_z,
@@ -632,6 +633,13 @@ def _verdict(ev: Evaluation | None, u0: float, tolerance: float | None, diagnost
                 "time step": "raise method.num_steps",
                 "control": "train longer (train.iterations, train.max_seconds) or with a larger train.batch_size "
                            "so that the trained Z is closer to the optimal one"}[worst]
+        if worst == "control" and ev.mismatch_ratio < 0.75:
+            # the control part is bounded through the terminal mismatch; where halving the time step removes much
+            # of it, the grid's noise inflates that bound and limits what training can learn (HJB at d = 10,
+            # lambda = 10: 0.63, and 8.7 % off at N = 20 against 3.3 % at N = 80, benchmarks/hjb_lam10.md)
+            hint = (f"raise method.num_steps and train longer: the terminal mismatch falls to "
+                    f"{100 * ev.mismatch_ratio:.0f} % of itself on a grid twice as fine, so much of it is the time "
+                    f"grid's, which inflates the control's part and hides Z's error from training")
         budget = " (training ended at its budget)" if stopped_by != "tolerance" else ""
         return "check", (f"tolerance not reached: the 95 % error bar is ±{100 * rel:.3g} % of u0, above "
                          f"{100 * limit:.3g} %{budget}; its largest part is the {worst} one: {hint}")

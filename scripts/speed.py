@@ -28,6 +28,13 @@ Usage::
     python scripts/speed.py                           # everything, 3 seeds, writes benchmarks/speed.md
     python scripts/speed.py --baseline cd9b2d3        # and the same for an earlier revision
     python scripts/speed.py --quick                   # a smoke run of the script (1 seed, few repeats)
+    python scripts/speed.py --original ../DeepBSDE --original-python ../tfvenv/bin/python
+                                                      # and the original TensorFlow code, side by side
+
+``--original DIR``: a checkout of the original code (github.com/frankhan91/DeepBSDE, outside this repository;
+it is run, never copied) and ``--original-python`` an interpreter with TensorFlow. Its Allen-Cahn d = 100 run
+(``configs/allencahn_d100.json``: 4000 steps, batch 64) is timed from the shell in the same loop as the main
+job's seeds (one original run before each seed's run), and its final Y0 is compared with the same reference.
 """
 
 from __future__ import annotations
@@ -228,7 +235,7 @@ def run_main_job(tree: Path, seed: int, out: Path) -> dict:
             within_at = float(row["seconds"])
         elif not ok:
             within_at = None
-    return {"wall": wall, "u0": summary["u0"], "error": summary["relative_error"], "iterations":
+    return {"wall": wall, "u0": summary["u0"], "reference": ref, "error": summary["relative_error"], "iterations":
             summary["iterations"], "train_seconds": summary["seconds"], "within_at": within_at,
             "eval_paths": summary.get("eval_paths"), "verdict": summary.get("verdict"),
             "half_width": (summary["u0_interval"][1] - summary["u0"]) / abs(summary["u0"])
@@ -251,6 +258,24 @@ def export_revision(rev: str, where: Path) -> Path:
     return where
 
 
+def run_original(directory: Path, python: str, out: Path) -> dict:
+    """The original code's Allen-Cahn d = 100 run, timed from the shell; its last logged Y0 and elapsed time."""
+    import re
+
+    # it writes its logs under its own ./logs (not a flag there)
+    cmd = [python, "main.py", "--config_path=configs/allencahn_d100.json", f"--exp_name=speed-{out.name}"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    logged = re.findall(r"step:\s*(\d+),.*?Y0:\s*([-+0-9.eE]+),\s*elapsed time:\s*(\d+)", proc.stderr + proc.stdout)
+    if not logged:
+        raise RuntimeError(f"the original's log has no 'step ... Y0 ... elapsed time' line:\n{proc.stderr[-2000:]}")
+    step, y0, elapsed = logged[-1]
+    return {"wall": wall, "u0": float(y0), "steps": int(step), "train_seconds": float(elapsed)}
+
+
 # -- the report -------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -260,8 +285,14 @@ def main() -> None:
                         help="torch threads in this process (the main-job runs use the default, as a user's do)")
     parser.add_argument("--baseline", help="a git revision to run side by side (e.g. the commit before a change)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 repeats, no d = 1000 row")
+    parser.add_argument("--original", type=Path,
+                        help="a checkout of the original TensorFlow code (frankhan91/DeepBSDE) to time side by side")
+    parser.add_argument("--original-python", default=sys.executable,
+                        help="the interpreter (with TensorFlow) that runs --original")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.md")
     args = parser.parse_args()
+    if args.original is not None and not (args.original / "main.py").is_file():
+        parser.error(f"--original: expected a checkout of frankhan91/DeepBSDE holding main.py, received {args.original}")
     if args.quick:
         args.seeds, args.repeats = 1, 3
     torch.set_num_threads(args.threads)
@@ -292,7 +323,10 @@ def main() -> None:
         if args.baseline:
             trees[f"baseline {args.baseline}"] = export_revision(args.baseline, tmp / "baseline")
         runs: dict[str, list[dict]] = {k: [] for k in trees}
+        originals: list[dict] = []
         for seed in range(args.seeds):
+            if args.original is not None:
+                originals.append(run_original(args.original.resolve(), args.original_python, tmp / f"orig-{seed}"))
             for name, tree in trees.items():
                 runs[name].append(run_main_job(tree, seed, tmp / f"run-{len(runs[name])}-{seed}-{name[:4]}"))
         profiles = {name: profile_main_job(tree, tmp / f"profile-{name[:4]}") for name, tree in trees.items()}
@@ -354,6 +388,23 @@ def main() -> None:
         say(f"\n**{name}**: median wall {median(walls):.1f} s = **{median(walls) / flop_floor:.2f}x the floor** "
             f"({flop_floor:.1f} s); largest error over {len(rs)} seed(s) {100 * worst:.3f} % "
             f"({'all within' if worst <= WITHIN else 'NOT all within'} 0.3 %).")
+    if originals:
+        ref = runs["this revision"][0]["reference"]
+        mine = median([r["wall"] for r in runs["this revision"]])
+        walls = [o["wall"] for o in originals]
+        say("")
+        say(f"**The original TensorFlow code** (`{args.original_python} main.py --config_path="
+            f"configs/allencahn_d100.json` in a checkout of github.com/frankhan91/DeepBSDE, run before each seed's "
+            f"run above, same machine and load):")
+        say("")
+        say("| run | wall s | / floor | its training s (logged) | steps | Y0 | rel. error |")
+        say("|---|---|---|---|---|---|---|")
+        for i, o in enumerate(originals):
+            err = f"{100 * abs(o['u0'] - ref) / abs(ref):.3f} %" if ref else "-"
+            say(f"| {i} | {o['wall']:.1f} | {o['wall'] / flop_floor:.2f} | {o['train_seconds']:.0f} | {o['steps']} | "
+                f"{o['u0']:.6f} | {err} |")
+        say(f"\nMedian wall {median(walls):.1f} s = {median(walls) / flop_floor:.2f}x the floor; the main job is "
+            f"**{median(walls) / mine:.1f}x faster** (median over median, measured in this one run).")
     if args.baseline:
         base = [v for k, v in runs.items() if k != "this revision"][0]
         say(f"\nSpeed-up over the baseline (median wall): "

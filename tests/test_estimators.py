@@ -317,3 +317,27 @@ def test_gradient_under_the_control_measure_is_second_order_in_the_control():
     assert plain > 0.015, errors
     assert ctrl_err < 0.005, errors
     assert covered >= 0.9 * total, (covered, total)
+
+
+def test_mismatch_ratio_tells_the_time_grid_from_the_control_and_steers_the_verdict():
+    """Heat with g = |x|^2: with the exact Z the terminal mismatch is the grid's alone (sum of
+    s^2(|dW|^2 - d dt), mean square 2 s^4 d T dt), so it halves on the grid twice as fine; with Z = 0 it is
+    g's own spread, the same on both grids. Where the control part dominates an error bar, the verdict says to
+    raise num_steps only in the first case."""
+    import dataclasses
+
+    from deepbsde.solve import _verdict
+
+    problem = HeatEquation(dim=3, x0=1.0)
+    st = structure(problem)
+    ratios = {}
+    for factor in (1.0, 0.0):
+        control, z0 = exact_control(problem, factor)
+        ev = evaluate(problem, control, z0, 8192, 3, torch.float64, structure=st, refine=True, gradient=False)
+        ratios[factor] = ev.mismatch_ratio
+        poor = dataclasses.replace(ev, control_bias=0.5 * abs(ev.u0))  # the control's part dominates
+        verdict, reason = _verdict(poor, poor.u0, 2e-3, [], "budget")
+        assert verdict == "check" and "control one" in reason
+        assert ("method.num_steps" in reason) == (factor == 1.0), (factor, ev.mismatch_ratio, reason)
+    assert 0.4 < ratios[1.0] < 0.6, ratios
+    assert ratios[0.0] > 0.95, ratios
