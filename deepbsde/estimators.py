@@ -645,10 +645,15 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
 
 def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, directions: int = 4,
                variable: str = "z") -> float:
-    r"""The mean over ``points`` of :math:`\max_v |f(z + hv) - 2f(z) + f(z - hv)| / h^2` over random unit
-    directions :math:`v`: the curvature of the driver in ``z`` at the scale ``h`` of the control's error. For a
-    smooth driver it is the size of :math:`\partial_z^2 f` (λ for HJB's :math:`-\lambda|z|^2/2`); across a kink
-    of the driver it is the kink's jump over ``h``, so that :math:`\tfrac12 L h^2` measures either."""
+    r"""The mean over ``points`` of :math:`\max_v |f(z + hv) - 2f(z) + f(z - hv)| / h^2` over unit directions
+    :math:`v`: ``directions`` random ones, the direction of :math:`\partial_z f` (at the point, and its mean over the
+    points) and that of :math:`z` itself. It is
+    the curvature of the driver in ``z`` at the scale ``h`` of the control's error. For a smooth driver it is the
+    size of :math:`\partial_z^2 f` (λ for HJB's :math:`-\lambda|z|^2/2`); across a kink of the driver it is the
+    kink's jump over ``h``, so that :math:`\tfrac12 L h^2` measures either. The two structured directions find a
+    kink that random ones miss in high dimension: a driver of :math:`\sum_i z_i` (different rates) bends only
+    along :math:`(1, \dots, 1)/\sqrt d`, which a random direction meets at an angle of order :math:`1/\sqrt d`
+    (at d = 100 the random probes gave a tenth of the bend, and a bound of 0.13 where the error was 0.21)."""
     if h <= 0:
         return 0.0
     t, x, y, z = points
@@ -659,9 +664,18 @@ def _curvature(problem: Problem, points: tuple[torch.Tensor, ...], h: float, dir
         if variable == "y":  # one direction: y is a scalar
             second = problem.driver(t, x, y + h, z) - 2 * base + problem.driver(t, x, y - h, z)
             return float((second.abs().reshape(-1).to(torch.float64).cpu() / (h * h)).mean())
-        for _ in range(directions):
-            v = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(z.dtype).to(z.device)
-            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        probes = [torch.randn(z.shape, generator=gen, dtype=torch.float64).to(z.dtype).to(z.device)
+                  for _ in range(directions)]
+        zg = z.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            f = problem.driver(t, x, y, zg)
+            slope = torch.autograd.grad(f.sum(), zg, allow_unused=True)[0] if f.requires_grad else None
+        if slope is not None:  # the slope at each point, and their mean (a kink's normal seen from the flat side)
+            probes += [slope, slope.mean(0, keepdim=True).expand_as(slope)]
+        probes.append(z)
+        for v in probes:
+            norm = v.norm(dim=1, keepdim=True)
+            v = torch.where(norm > 0, v / norm.clamp_min(1e-30), torch.zeros_like(v))
             second = problem.driver(t, x, y, z + h * v) - 2 * base + problem.driver(t, x, y, z - h * v)
             worst = torch.maximum(worst, second.abs().reshape(-1).to(torch.float64).cpu() / (h * h))
     return float(worst.mean())

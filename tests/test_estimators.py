@@ -341,3 +341,29 @@ def test_mismatch_ratio_tells_the_time_grid_from_the_control_and_steers_the_verd
         assert ("method.num_steps" in reason) == (factor == 1.0), (factor, ev.mismatch_ratio, reason)
     assert 0.4 < ratios[1.0] < 0.6, ratios
     assert ratios[0.0] > 0.95, ratios
+
+
+def test_curvature_probe_finds_a_kink_along_the_sum_of_z():
+    """A driver a max(0, sum_i z_i) (different rates' kink) bends only along (1, ..., 1)/sqrt(d): the probe
+    must see the full bend a sqrt(d) / h there, not the ~a / h that random directions in d = 100 meet; and an
+    isotropic driver (HJB's -lam |z|^2 / 2) keeps its curvature lam."""
+    from deepbsde.estimators import _curvature
+
+    d, a, h = 100, 0.02, 1.0
+
+    class Kink:
+        def driver(self, t, x, y, z):
+            return a * torch.clamp(z.sum(1, keepdim=True), min=0.0)
+
+    class Quadratic:
+        def driver(self, t, x, y, z):
+            return -2.5 * z.square().sum(1, keepdim=True)
+
+    gen = torch.Generator().manual_seed(0)
+    p = 32
+    z = 1e-3 * torch.randn(p, d, generator=gen, dtype=torch.float64)
+    pts = (torch.zeros(p, 1, dtype=torch.float64), torch.zeros(p, d, dtype=torch.float64),
+           torch.zeros(p, 1, dtype=torch.float64), z)
+    kink = _curvature(Kink(), pts, h)
+    assert kink > 0.9 * a * math.sqrt(d) / h, kink
+    assert abs(_curvature(Quadratic(), pts, h) - 5.0) < 1e-6
