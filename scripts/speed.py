@@ -276,6 +276,14 @@ def run_original(directory: Path, python: str, out: Path) -> dict:
     return {"wall": wall, "u0": float(y0), "steps": int(step), "train_seconds": float(elapsed)}
 
 
+def original_version(directory: Path, python: str) -> str:
+    """The checkout's commit (where it is a git checkout) and the TensorFlow that runs it."""
+    rev = subprocess.run(["git", "-C", str(directory), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    tf = subprocess.run([python, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True, text=True)
+    commit = f"commit {rev.stdout.strip()}" if rev.returncode == 0 else "commit not recorded (not a git checkout)"
+    return f"{commit}, TensorFlow {tf.stdout.strip().splitlines()[-1] if tf.returncode == 0 else 'unknown'} (CPU)"
+
+
 # -- the report -------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -355,6 +363,7 @@ def main() -> None:
         f"interleaved repeats in this one run: compare ratios, not absolute seconds, across machines.")
     say("")
     say("Command: `python scripts/speed.py" + (f" --baseline {args.baseline}" if args.baseline else "")
+        + (" --original CHECKOUT --original-python PYTHON" if args.original is not None else "")
         + (" --quick" if args.quick else "") + "`")
     say("")
     say("## The floor")
@@ -393,9 +402,9 @@ def main() -> None:
         mine = median([r["wall"] for r in runs["this revision"]])
         walls = [o["wall"] for o in originals]
         say("")
-        say(f"**The original TensorFlow code** (`{args.original_python} main.py --config_path="
-            f"configs/allencahn_d100.json` in a checkout of github.com/frankhan91/DeepBSDE, run before each seed's "
-            f"run above, same machine and load):")
+        say(f"**The original TensorFlow code** (`python main.py --config_path=configs/allencahn_d100.json` in a "
+            f"checkout of github.com/frankhan91/DeepBSDE, {original_version(args.original, args.original_python)}; "
+            f"run before each seed's run above, same machine and load):")
         say("")
         say("| run | wall s | / floor | its training s (logged) | steps | Y0 | rel. error |")
         say("|---|---|---|---|---|---|---|")
