@@ -119,6 +119,7 @@ def test_persistent_nan_stops_with_divergence_error(tmp_path: Path) -> None:
     msg = str(info.value)
     assert "loss became non-finite" in msg and "after 2 rollback(s)" in msg and "No result is reported" in msg
     assert "last good step 100" in msg
+    assert "remove the override(s) method.y0_range" in msg  # the method's own hint: this run overrides the pilot
     assert not (out / "summary.json").exists()
     assert (out / "history.csv").exists()  # what was learnt before is kept, and the checkpoints are finite
     for path in list_checkpoints(out / "checkpoints"):
@@ -195,3 +196,19 @@ def test_cli_divergence_exits_3_with_message(tmp_path: Path) -> None:
     assert "loss became non-finite" in proc.stderr and "after 3 rollback(s)" in proc.stderr
     assert proc.stdout.strip() == ""  # no JSON line, no answer
     assert not (out / "summary.json").exists()
+
+
+def test_divergence_hint_names_the_overrides_and_the_control_measure() -> None:
+    """A default run has nothing of its own to undo; an override of the pilot's scales, or training under the
+    control's measure (a driver quadratic in z), is named."""
+    from deepbsde.paths import make_generator
+    from equations import HJBLQ
+
+    heat, hjb = HeatEquation(dim=3), HJBLQ(dim=3)
+    plain = DeepBSDE(num_steps=5)
+    plain.build(heat, make_generator(0))
+    assert plain.divergence_hint(heat) == ""
+    scaled = DeepBSDE(num_steps=5, z_scale=1.0)
+    scaled.build(hjb, make_generator(0))
+    hint = scaled.divergence_hint(hjb)
+    assert "method.z_scale" in hint and "control_measure = 'plain'" in hint

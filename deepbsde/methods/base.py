@@ -87,6 +87,11 @@ class Method(abc.ABC):
         """Method-specific figures for the summary (``Solution.extra``); none by default."""
         return {}
 
+    def divergence_hint(self, problem: Problem) -> str:
+        """What of this method's settings to change when training diverged beyond its rollbacks (appended to the
+        :class:`~deepbsde.errors.DivergenceError`); nothing by default."""
+        return ""
+
     def metrics(self, model: nn.Module, problem: Problem) -> dict[str, float]:
         """Figures recorded at every logged step (e.g. the PINN's relative L2 error against a reference):
         :func:`deepbsde.solve` stores them in ``History.metrics``, ``metrics.csv`` and TensorBoard. None by
