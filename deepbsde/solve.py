@@ -332,13 +332,12 @@ class _Run:
                 f"terminal or driver is non-finite on simulated paths (not only at x0), or "
                 f"method.y0_range is extreme. No result is reported.")
         if len(loop.rollbacks) >= train.max_rollbacks:
+            hint = self.method.divergence_hint(self.problem)
             raise DivergenceError(
                 f"training stopped: {reason} at step {step} after {len(loop.rollbacks)} rollback(s) "
                 f"(train.max_rollbacks = {train.max_rollbacks}); last good step "
                 f"{self.good['loop']['step']}, u0 there {_last_u0(self.good)}. No result is reported. "
-                f"Try smaller train.lr_values, float64, or a narrower method.y0_range."
-                + (" " + self.method.divergence_hint(self.problem) if self.method.divergence_hint(self.problem)
-                   else ""))
+                f"Try smaller train.lr_values, float64, or a narrower method.y0_range." + (" " + hint if hint else ""))
         _restore(self.good, self.model, self.optimizer, self.gen, loop, self.rank)
         loop.lr_scale *= train.rollback_lr_factor
         loop.rollbacks.append({"at_step": step, "back_to_step": loop.step, "reason": reason,
