@@ -103,12 +103,13 @@ def trained_control(run_dir: Path):
     from deepbsde.saved import load_solution
 
     model = load_solution(run_dir).model
+    dtype = next(model.parameters()).dtype  # the run's train.dtype
 
     def z_step(n: int, x: torch.Tensor, steps: int) -> torch.Tensor:
         with torch.no_grad():
             if n == 0:
                 return model.z0.detach().to(x.dtype).expand_as(x)
-            return model.z_step(n, x.to(torch.float32), steps).to(x.dtype)
+            return model.z_step(n, x.to(dtype), steps).to(x.dtype)
     return z_step
 
 

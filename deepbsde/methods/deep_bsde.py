@@ -739,7 +739,7 @@ abla_x Y_0(X_0) - \hat Z_0(X_0)|^2` (``c`` = ``region_consistency``,
         if overrides:
             hints.append("remove the override(s) method." + ", method.".join(overrides)
                          + " (the defaults take them from a pilot simulation)")
-        if isinstance(problem, Problem) and self.controlled(problem):
+        if self.controlled(problem):
             hints.append("set method.control_measure = 'plain' (the training paths follow the control's drift, "
                          "which a large Z makes violent)")
         return ("Or " + "; or ".join(hints) + ".") if hints else ""
