@@ -642,7 +642,7 @@ def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: tor
 
 def _driver_and_slope(problem: Problem, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                       z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The driver at ``(t, x, y, z)`` and its slope :math:`\partial_z f` (``None`` where f does not depend on z),
+    r"""The driver at ``(t, x, y, z)`` and its slope :math:`\partial_z f` (``None`` where f does not depend on z),
     both without an autograd graph."""
     zg = z.detach().clone().requires_grad_(True)
     with torch.enable_grad():

@@ -96,12 +96,11 @@ class RunWriter:
         elif (self.run_dir / "metrics.csv").exists():
             (self.run_dir / "metrics.csv").unlink()
         if self._tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when used
+            from .tbevents import EventWriter
 
             if self._tb is not None:  # a rollback reopens the history: close the old writer, not leak it
                 self._tb.close()
-
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=rows[-1].step + 1 if rows else None)
+            self._tb = EventWriter(self.run_dir / "tensorboard", purge_step=rows[-1].step + 1 if rows else None)
 
     def log(self, row: HistoryRow) -> None:
         self._writer.writerow([getattr(row, f) for f in HistoryRow.FIELDS])

@@ -71,11 +71,11 @@ def test_checkpoint_every_is_part_of_the_fingerprint(tmp_path: Path) -> None:
 
 
 def test_rollback_closes_the_tensorboard_writer(tmp_path: Path, monkeypatch) -> None:
-    """Every SummaryWriter opened is closed by the end of the run, rollbacks included."""
-    from torch.utils import tensorboard
+    """Every TensorBoard writer opened is closed by the end of the run, rollbacks included."""
+    from deepbsde import tbevents
 
     opened, closed = [], []
-    real = tensorboard.SummaryWriter
+    real = tbevents.EventWriter
 
     class Counting(real):
         def __init__(self, *a, **k):
@@ -86,7 +86,7 @@ def test_rollback_closes_the_tensorboard_writer(tmp_path: Path, monkeypatch) -> 
             closed.append(self)
             super().close()
 
-    monkeypatch.setattr(tensorboard, "SummaryWriter", Counting)
+    monkeypatch.setattr(tbevents, "EventWriter", Counting)
 
     class Explodes(DeepBSDE):
         def loss(self, model, problem, batch):

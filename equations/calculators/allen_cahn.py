@@ -198,12 +198,13 @@ def allen_cahn_profile(t: float, radii: Sequence[float] | np.ndarray | float, *,
         raise ValueError(f"radii: expected finite radii >= 0, received {radii!r}")
     r, v = allen_cahn_grid(t, dim=dim, horizon=horizon, r_max=float(radii_arr.max()), points=points,
                            steps=steps, reaction=reaction)
+    on_origin = radii_arr == 0.0
+    if on_origin.all():  # the grid's first node: no spline (importing scipy.interpolate took longer than the solve)
+        return np.full(radii_arr.shape, v[0])
     from scipy import interpolate
 
     spline = interpolate.CubicSpline(r, v, bc_type=((1, 0.0), "not-a-knot"))
-    out = spline(radii_arr)
-    on_origin = radii_arr == 0.0
-    return np.where(on_origin, v[0], out)
+    return np.where(on_origin, v[0], spline(radii_arr))
 
 
 @functools.lru_cache(maxsize=256)
