@@ -367,7 +367,10 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
             if refine and key == "coarse":  # the two grids on the same paths: their difference's spread
                 sums["fine"].add("diff", mismatch["fine"] - mismatch["coarse"])
             if c == 0 and nonlinear:
-                z_sens[key] = _z_sensitivity(problem, control, z0, dw, problem.horizon / k_steps, shift[key])
+                # a driver free of z needs only the curvature's points (the first paths), not the slope's mean
+                probe = dw if structure.depends_on_z else dw[:CURVATURE_PATHS]
+                z_sens[key] = _z_sensitivity(problem, control, z0, probe, problem.horizon / k_steps, shift[key],
+                                             keep=CURVATURE_PATHS)
     # one Newton step from the trained Y0, linearised below (its error is second order)
     newton: dict[str, float] = {}
     for key, acc in sums.items():
@@ -616,8 +619,12 @@ def _lr_vectors(problem: Problem, d: torch.Tensor, dw0: torch.Tensor, dt: float)
     return corr @ torch.linalg.pinv(sigma.T).T
 
 
+#: paths whose points the curvature probes use (:func:`_z_sensitivity`, :func:`_curvature`)
+CURVATURE_PATHS = 64
+
+
 def _z_sensitivity(problem: Problem, control: Control, z0: torch.Tensor, dw: torch.Tensor, dt: float,
-                   c: float, keep: int = 64) -> tuple[float, tuple[torch.Tensor, ...]]:
+                   c: float, keep: int = CURVATURE_PATHS) -> tuple[float, tuple[torch.Tensor, ...]]:
     r""":math:`\overline{\sum_n |\partial_z f(t_n, X_n, Y_n, \hat Z_n)|^2 \Delta t}` along one chunk's paths, and the
     points ``(t, x, y, z)`` of its first ``keep`` paths at every step (for :func:`_curvature`)."""
     batch, steps, m = dw.shape
