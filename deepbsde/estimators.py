@@ -369,8 +369,7 @@ def evaluate(problem: Problem, control: Control, z0: torch.Tensor, paths: int, s
             if c == 0 and nonlinear:
                 # a driver free of z needs only the curvature's points (the first paths), not the slope's mean
                 probe = dw if structure.depends_on_z else dw[:CURVATURE_PATHS]
-                z_sens[key] = _z_sensitivity(problem, control, z0, probe, problem.horizon / k_steps, shift[key],
-                                             keep=CURVATURE_PATHS)
+                z_sens[key] = _z_sensitivity(problem, control, z0, probe, problem.horizon / k_steps, shift[key])
     # one Newton step from the trained Y0, linearised below (its error is second order)
     newton: dict[str, float] = {}
     for key, acc in sums.items():

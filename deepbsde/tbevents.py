@@ -14,7 +14,7 @@ A run's scalars are all it logs to TensorBoard, and ``torch.utils.tensorboard`` 
   after a restart tells TensorBoard to hide the events at and after its step, which is how a resumed run
   purges what the crashed one logged past its checkpoint).
 
-``tests/test_runlog.py`` reads these files back with TensorBoard's own reader.
+``tests/test_tbevents.py`` reads these files back with TensorBoard's own reader.
 """
 
 from __future__ import annotations

@@ -279,11 +279,12 @@ def run_original(directory: Path, python: str, out: Path) -> dict:
 def original_version(directory: Path, python: str, commit: str | None = None) -> str:
     """The checkout's commit (``commit`` where given, e.g. for a ``git archive``; else git's, where it is a git
     checkout) and the TensorFlow that runs it."""
-    rev = subprocess.run(["git", "-C", str(directory), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     tf = subprocess.run([python, "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True, text=True)
     if commit:
         commit = f"commit {commit} (as given by --original-commit)"
     else:
+        rev = subprocess.run(["git", "-C", str(directory), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True)
         commit = f"commit {rev.stdout.strip()}" if rev.returncode == 0 else "commit not recorded (not a git checkout)"
     return f"{commit}, TensorFlow {tf.stdout.strip().splitlines()[-1] if tf.returncode == 0 else 'unknown'} (CPU)"
 
@@ -409,7 +410,8 @@ def main() -> None:
         walls = [o["wall"] for o in originals]
         say("")
         say(f"**The original TensorFlow code** (`python main.py --config_path=configs/allencahn_d100.json` in a "
-            f"checkout of github.com/frankhan91/DeepBSDE, {original_version(args.original, args.original_python, args.original_commit)}; "
+            f"checkout of github.com/frankhan91/DeepBSDE, "
+            f"{original_version(args.original, args.original_python, args.original_commit)}; "
             f"run before each seed's run above, same machine and load):")
         say("")
         say("| run | wall s | / floor | its training s (logged) | steps | Y0 | rel. error |")

@@ -344,8 +344,8 @@ class DeepBSDE(Method):
         κ ≥ 0: draw the training paths with the extra drift :math:`b = -\kappa(x - x_0)` and subtract
         :math:`(\sigma^{-1}b)\cdot z` from the driver, the same PDE (:mod:`deepbsde.drift`); any problem can use
         it. 0 (the default): none. It helps HJB equations at large λ, whose optimally controlled paths stay
-        near the minimum of g (``hjb_lq_lam50.toml`` uses the same drift through ``HJBLQ(pull=2.5)``, with
-        ``control_measure="plain"``).
+        near the minimum of g (``hjb_lq_lam20.toml`` uses the same drift through ``HJBLQ(pull=0.5)`` under the
+        control's measure, ``hjb_lq_lam50.toml`` through ``HJBLQ(pull=2.5)`` with ``control_measure="plain"``).
     region:
         ``None`` (the default): point mode, every path starts at the problem's ``x0``. A region
         (:mod:`deepbsde.regions`: ``Box(lo, hi)``, ``Line(direction, lo, hi)``, a callable
