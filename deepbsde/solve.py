@@ -597,6 +597,14 @@ def _evaluation_extra(ev: Evaluation) -> dict[str, Any]:
 def _diagnose(ev: Evaluation, trained_u0: float) -> list[str]:
     """Warnings that say the error bar itself may be wrong."""
     out = []
+    if ev.u0_se == 0 and not math.isfinite(ev.variance_explained):
+        # Var g = 0 on every path (the variance explained is then undefined): the ±0 says only that g(X_T) took
+        # one value there. A basket call at d = 20, strike 125 (u0 = 9e-6) returned 0 ± 0 with verdict ok: no
+        # path of the rare-payoff search or the error bar paid
+        out.append(f"g(X_T) took one value on all {ev.paths} evaluation paths, so the interval (±0) only says that "
+                   f"value: an event rarer than about 3/{ev.paths} of the paths (the rule of three; an option far "
+                   f"out of the money) may still carry u0. If g can differ from it, look where (a sampling drift, "
+                   f"method.pull, or more paths, train.eval_paths)")
     if ev.structure.depends_on_z and not ev.structure.affine_in_z:
         gap = abs(trained_u0 - ev.u0)
         if gap > ev.half_width + 3 * ev.u0_se:

@@ -160,3 +160,22 @@ def test_library_writes_nothing_to_stderr_through_logging() -> None:
         assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr
     assert "no checkpoint" in runs["without-handler"].stderr  # the control: the warning is logged
     assert runs["library"].stderr == ""
+
+
+def test_a_payoff_that_no_path_reaches_is_not_called_ok() -> None:
+    """A call so far out of the money that no simulated path pays: the re-estimate is 0 ± 0, and the closed form
+    (positive) lies outside that interval. The verdict must not be "ok": the warning names the rule of three."""
+    from equations import GeometricBasketCall
+
+    problem = GeometricBasketCall(dim=2, strike=250.0)
+    exact = problem.reference().value
+    assert exact > 0
+    from deepbsde import solve
+
+    sol = solve(problem, DeepBSDE(num_steps=4, hidden=(8, 8)),
+                         train=dict(iterations=20, log_every=10, tolerance=0.01, eval_paths=1024), out=False,
+                         progress=False, seed=0)
+    lo, hi = sol.u0_interval
+    assert not lo <= exact <= hi  # the interval says nothing about the paying event
+    assert sol.verdict == "check"
+    assert any("one value on all 1024 evaluation paths" in w and "rule of three" in w for w in sol.warnings)
