@@ -158,8 +158,18 @@ class Problem(Described, abc.ABC):
 
     @property
     def noise_dim(self) -> int:
-        """``m``, the dimension of the Brownian motion (and of ``z``). Equals ``d`` for diagonal noise."""
-        return self.dim
+        """``m``, the dimension of the Brownian motion (and of ``z``). Equals ``d`` for diagonal noise; for
+        general noise, ``d`` unless set (``self.noise_dim = m`` in ``__init__``, or a property of a subclass)."""
+        return self.__dict__.get("_noise_dim", self.dim)
+
+    @noise_dim.setter
+    def noise_dim(self, value: int) -> None:
+        # the class docstring tells users with general noise to set it; a read-only property refused that with
+        # "property 'noise_dim' ... has no setter" (found writing a correlated-basket problem from the docstring)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ProblemError(f"{type(self).__name__}.noise_dim: expected a positive integer, received "
+                               f"{describe(value)}")
+        self.__dict__["_noise_dim"] = value
 
     def step(self, t: torch.Tensor, x: torch.Tensor, dt: float, dw: torch.Tensor) -> torch.Tensor:
         """One step of the forward SDE from ``(t, x)`` over ``dt`` with Brownian increment ``dw``.

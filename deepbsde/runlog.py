@@ -27,15 +27,26 @@ from .solution import HistoryRow
 __all__ = ["RunWriter", "default_run_dir", "write_json_atomic", "check_out_folder"]
 
 
-def default_run_dir(name: str, root: str | Path = "runs") -> Path:
-    """``runs/<name>-<YYYYmmdd-HHMMSS>[-k]``, a folder that does not exist yet."""
+def default_run_dir(name: str, root: str | Path = "runs", claim: bool = True) -> Path:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>[-k]``, a folder no other run has. ``claim=True`` creates it, atomically:
+    two runs started in the same second (two processes of a user's script) each get a folder of their own,
+    where a check for existence followed by a later creation gave both the same one and one crashed writing
+    its config. ``claim=False`` only names the first free one (for a process that writes nothing)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{name}-{stamp}"
     path, k = base, 1
-    while path.exists():
+    while True:
+        if claim:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                pass
+        elif not path.exists():
+            return path
         path = base.with_name(f"{base.name}-{k}")
         k += 1
-    return path
 
 
 def check_out_folder(path: str | Path, where: str = "--out") -> None:

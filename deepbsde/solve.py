@@ -221,7 +221,7 @@ class _Run:
         self.final_paths: int | None = None
         self.run_dir: Path | None = None
         if out is not False:
-            self.run_dir = Path(out) if out is not None else default_run_dir(problem.name)
+            self.run_dir = Path(out) if out is not None else default_run_dir(problem.name, claim=self.rank == 0)
         self.writer: RunWriter | None = None
         if resume:
             self._resume()

@@ -249,3 +249,16 @@ def test_crash_during_save_leaves_previous_checkpoint_intact(reference_run, tmp_
     save_checkpoint(directory, 301, state)
     assert not list(directory.glob("*.tmp"))
     assert [p.name for p in list_checkpoints(directory)] == ["ckpt-00000300.pt", "ckpt-00000301.pt"]
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path, monkeypatch) -> None:
+    """The default run folder is claimed when it is named: two runs of one problem started in the same second
+    (found as two processes of a script, one of which crashed writing its config into the other's folder)."""
+    from deepbsde import runlog
+
+    monkeypatch.setattr(runlog.time, "strftime", lambda fmt: "20261203-120000")
+    first = runlog.default_run_dir("HJBLQ", tmp_path)
+    second = runlog.default_run_dir("HJBLQ", tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == "HJBLQ-20261203-120000-1"
+    assert runlog.default_run_dir("HJBLQ", tmp_path, claim=False).name == "HJBLQ-20261203-120000-2"

@@ -225,3 +225,52 @@ def test_grad_u0_unavailable_says_why():
         _ = sol.grad_u0
     assert sol.summary()["grad_u0"] is None and sol.verdict == "unverified"
     assert "no error bar" in sol.warnings[-1]
+
+
+class OneFactor(Problem):
+    """Three coordinates driven by one Brownian motion, set the way the Problem docstring says:
+    ``self.noise_dim = 1``. u = e^{-r(T-t)} (x_1 + x_2 + x_3)^2 / 3 ... closed form below."""
+    noise_type = "general"
+
+    def __init__(self, dim=3, horizon=1.0, x0=0.5, r=0.05):
+        super().__init__(dim, horizon, x0)
+        self.r = r
+        self.noise_dim = 1
+        self.b = torch.tensor([[1.0], [0.5], [-0.25]], dtype=torch.float64)
+
+    def drift(self, t, x):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t, x):
+        return self.b.to(x.dtype).expand(x.shape[0], 3, 1)
+
+    def driver(self, t, x, y, z):
+        return -self.r * y
+
+    def terminal(self, x):
+        return x.sum(1, keepdim=True) ** 2 / 3
+
+    def exact_solution(self, t, x):
+        # s = x1 + x2 + x3 moves as s + 1.25 W: E[s_T^2] = s^2 + 1.25^2 (T - t)
+        s = x.sum(1, keepdim=True)
+        return torch.exp(-self.r * (self.horizon - t)) * (s * s + 1.5625 * (self.horizon - t)) / 3
+
+
+def test_general_noise_with_fewer_factors_than_coordinates():
+    """``noise_dim`` is set in ``__init__`` as the Problem docstring says (it was a read-only property, and
+    that line raised AttributeError), and the solver draws and learns ``m = 1`` noise for ``d = 3``."""
+    problem = OneFactor()
+    assert problem.noise_dim == 1
+    sol = deepbsde.solve(problem, deepbsde.DeepBSDE(num_steps=8), train=TrainConfig(iterations=300),
+                         seed=0, out=False, progress=False)
+    exact = float(problem.exact_solution(torch.zeros(()), problem.x0_tensor(torch.float64).reshape(1, -1)))
+    lo, hi = sol.u0_interval
+    assert lo <= exact <= hi and (hi - lo) / 2 < 0.02 * exact, (sol.u0, sol.u0_interval, exact)  # not a vacuous bar
+    # grad u = e^{-rT} 2 s / 3 in every coordinate (s = 1.5)
+    assert sol.grad_u0 is not None and len(sol.grad_u0) == 3
+    exact_grad = math.exp(-0.05) * 1.0
+    for g, se in zip(sol.grad_u0, sol.grad_u0_stderr):
+        # within three of its stated standard errors, and the bar itself not vacuous (2048 error-bar paths here)
+        assert abs(g - exact_grad) <= 3 * se and se < 0.1 * exact_grad, (sol.grad_u0, sol.grad_u0_stderr)
+    with pytest.raises(ProblemError, match="noise_dim"):
+        problem.noise_dim = 0
