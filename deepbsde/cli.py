@@ -250,6 +250,12 @@ def _human(solution) -> str:
     stopped_by = solution.extra.get("stopped_by", "")
     stopped = (f", stopped at the tolerance {solution.tolerance:g}" if stopped_by == "tolerance"
                else ", stopped at train.max_seconds" if stopped_by == "max_seconds" else "")
+    refined = solution.extra.get("refined_from")
+    if refined:
+        where = f", in {refined['run_dir']}" if refined.get("run_dir") else ""
+        lines.append(f"  time grid refined: {refined['num_steps']} -> {getattr(solution.method_object, 'num_steps', '?')} steps (the "
+                     f"time-step part was {100 * refined['time_step_share']:.3g} % of u0; on {refined['num_steps']} "
+                     f"steps u0 = {refined['u0']:.6g} after {refined['iterations']} iterations{where})")
     lines.append(f"  {solution.iterations}{lbfgs} iterations in {solution.seconds:.1f} s on {solution.device} "
                  f"({solution.dtype}){stopped}")
     for w in solution.warnings:

@@ -41,7 +41,8 @@ from .methods.deep_bsde import DeepBSDE
 from .paths import make_generator
 from .pinn_problem import ResidualProblem
 from .problem import Problem, check_problem
-from .resources import check_memory
+from .resources import ResourceError, check_memory
+from .nets import TimeNet
 from .runlog import RunWriter, default_run_dir
 from .saved import MODEL_FILE, SOLUTION_FILE
 from .solution import History, HistoryRow, Solution
@@ -139,7 +140,15 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
         :class:`~deepbsde.errors.ConfigError`. A checkpoint found by ``resume`` takes precedence.
     """
     method, train, dev = _check_inputs(problem, method, train, seed, device, out, resume)
-    run = _Run(problem, method, train, seed, dev, out, resume, progress, run_config, init)
+    return _solve_checked(problem, method, train, seed, dev, out, resume, progress, run_config, init)
+
+
+def _solve_checked(problem: Problem, method: Method, train: TrainConfig, seed: int, dev: torch.device, out: Any,
+                   resume: bool, progress: bool | None, run_config: Mapping[str, Any] | None,
+                   init: Solution | None, refined_from: dict[str, Any] | None = None) -> Solution:
+    """Train and finish one run of checked inputs; then, where :meth:`_Run.refinement` asks for it, the run on
+    the finer grid (``DeepBSDE.refine_grid``)."""
+    run = _Run(problem, method, train, seed, dev, out, resume, progress, run_config, init, refined_from)
     try:
         run.train()
         run.finetune()
@@ -148,7 +157,49 @@ def solve(problem: Problem, method: Method | None = None, *, train: TrainConfig 
         raise
     finally:
         run.bar.close()
-    return run.finish()
+    solution = run.finish()
+    plan = run.refinement(solution)
+    if plan is None:
+        return solution
+    return _refine(solution, plan, problem, method, train, seed, dev, progress, run_config)
+
+
+def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, method: Method, train: TrainConfig,
+            seed: int, dev: torch.device, progress: bool | None, run_config: Mapping[str, Any] | None) -> Solution:
+    """The second run of grid refinement: ``plan = (num_steps, iterations, time-step part / |u0|)``. The first
+    run's files move to ``<run folder>/grid-N``; the second writes the run folder afresh (its config.json holds
+    its own settings, so ``deepbsde solve --resume`` continues it). Where the finer grid's memory need is more
+    than the machine has, the first answer stands, with a warning."""
+    num_steps, iterations, share = plan
+    coarse = method.num_steps  # type: ignore[attr-defined]
+    finer = dataclasses.replace(method, num_steps=num_steps, refine_grid=False)
+    finer_train = dataclasses.replace(train, iterations=iterations)
+    reason = (f"time grid refined from {coarse} to {num_steps} steps: the error bar's time-step part was "
+              f"{100 * share:.3g} % of u0 on {coarse} steps, above half the tolerance {train.tolerance:g}")
+    try:
+        _check_inputs(problem, finer, finer_train, seed, dev, first.run_dir, False)
+    except ResourceError as exc:
+        log.warning("%s, but not refined: %s", reason.replace("time grid refined", "the time grid needs refining"), exc)
+        return first
+    folder = None
+    if first.run_dir is not None:
+        run_dir = Path(first.run_dir)
+        folder = run_dir / f"grid-{coarse}"
+        folder.mkdir()
+        for entry in list(run_dir.iterdir()):
+            if entry != folder:
+                entry.rename(folder / entry.name)
+    config = None
+    if run_config is not None:
+        config = copy.deepcopy(dict(run_config))
+        config["method"] = {**config.get("method", {}), "num_steps": num_steps, "refine_grid": False}
+        config["train"] = {**config.get("train", {}), "iterations": iterations}
+    log.info("%s; training %d more steps", reason, iterations)
+    summary = {"num_steps": coarse, "u0": first.u0, "u0_interval": list(first.u0_interval) if first.u0_interval
+               else None, "iterations": first.iterations, "seconds": first.seconds, "verdict": first.verdict,
+               "time_step_share": share, "run_dir": str(folder) if folder is not None else None, "reason": reason}
+    return _solve_checked(problem, finer, finer_train, seed, dev, first.run_dir if first.run_dir is not None else False,
+                          False, progress, config, first, summary)
 
 
 def _check_inputs(problem: Problem, method: Method | None, train: Any, seed: Any, device: Any, out: Any,
@@ -193,8 +244,11 @@ class _Run:
 
     def __init__(self, problem: Problem, method: Method, train: TrainConfig, seed: int, dev: torch.device,
                  out: Any, resume: bool, progress: bool | None, run_config: Mapping[str, Any] | None,
-                 init: Solution | None = None) -> None:
+                 init: Solution | None = None, refined_from: dict[str, Any] | None = None) -> None:
         self.problem, self.method, self.train_cfg, self.seed, self.dev = problem, method, train, seed, dev
+        #: grid refinement's second run: the first run's answer and why it was refined (into extra)
+        self.refined_from = refined_from
+        self.evaluation: Evaluation | None = None
         self.dtype = train.torch_dtype
         self.rank, self.world_size = distributed.world()
         if train.batch_size % self.world_size:
@@ -507,6 +561,27 @@ class _Run:
             log.warning("finetune diverged: %s; restored the state of step %d", exc, self.loop.step)
             self.finetuned = None
 
+    # --- grid refinement ----------------------------------------------------------------------------
+    def refinement(self, solution: Solution) -> tuple[int, int, float] | None:
+        """``(num_steps, iterations, share)`` for a second run on a finer grid (``DeepBSDE.refine_grid``), or
+        ``None``: where the tolerance was not reached and the error bar's time-step part, less 1.96 of its
+        standard errors, is more than half the tolerance (``share`` is it over ``|u0|``). The grid grows 2
+        times, or 4 where that part exceeds the whole tolerance (a scheme of order one then still leaves more
+        than a quarter of it on twice the grid); the second run gets as much work as this one took (its steps
+        times ``N / N'``, in hundreds, at least 500)."""
+        method, ev, tol = self.method, self.evaluation, self.train_cfg.tolerance
+        if not (isinstance(method, DeepBSDE) and method.refine_grid and method.network == "shared"
+                and method.region is None and self.world_size == 1 and tol is not None and ev is not None):
+            return None
+        if self.stop_reason == "max_seconds" or solution.verdict == "ok" or not math.isfinite(ev.u0) or ev.u0 == 0:
+            return None
+        share = (ev.time_step_bias - 1.96 * ev.time_step_se) / abs(ev.u0)
+        if not share > 0.5 * tol:
+            return None
+        num_steps = method.num_steps * (2 if share <= tol else 4)
+        iterations = max(500, -(-(self.loop.step * method.num_steps) // (num_steps * 100)) * 100)
+        return num_steps, iterations, share
+
     # --- finish -------------------------------------------------------------------------------------
     def close(self) -> None:
         if self.writer is not None:
@@ -530,6 +605,7 @@ class _Run:
         except (RuntimeError, ValueError) as exc:  # the trained answer stands, without an error bar
             evaluation = None
             self.warnings.append(f"error bar could not be computed: {type(exc).__name__}: {exc}")
+        self.evaluation = evaluation
         report = method.report(self.model, problem)
         training_notes = list(report.pop("warnings", []))
         extra = _extra(report, self.finetuned, self.warnings)
@@ -538,6 +614,9 @@ class _Run:
         extra["trained_u0"] = est.u0
         if self.init is not None:
             extra["init"] = self.init
+        if self.refined_from is not None:
+            extra["refined_from"] = self.refined_from
+            seconds += float(self.refined_from["seconds"])  # the answer's cost: both grids' training
         region = getattr(method, "region", None)
         if region is not None and hasattr(method, "region_report") and isinstance(problem, Problem):
             extra["region"] = region.describe()
@@ -704,7 +783,11 @@ def _warm_start(model: torch.nn.Module, init: Any, problem: Problem, method: Met
     if type(source) is not type(model):
         raise ConfigError(f"init: the solution's model is a {type(source).__name__}, {where} builds a "
                           f"{type(model).__name__} (region mode on one side only?); expected the same architecture")
-    mine, theirs = model.state_dict(), source.state_dict()
+    mine, theirs = model.state_dict(), dict(source.state_dict())
+    for key in [k for k in mine if k.endswith("times") and isinstance(model.get_submodule(k.rsplit(".", 1)[0]), TimeNet)]:
+        # the shared network is a function of (t, x): its construction grid is not a learnt quantity, so a
+        # solution on another time grid warm-starts this one (grid refinement)
+        theirs[key] = mine[key]
     problems = [f"{k}: missing in the solution" for k in mine if k not in theirs]
     problems += [f"{k}: not in this model" for k in theirs if k not in mine]
     problems += [f"{k}: shape {tuple(theirs[k].shape)} in the solution, {tuple(v.shape)} here"

@@ -384,6 +384,17 @@ class DeepBSDE(Method):
         same PDE's BSDE under the shifted measure, with the same solution. Measured on the basket call at
         d = 100, ρ = 0, K = 110 (u = 3.0e-4, about 0.05 % of paths in the money): without it 26 % off with a
         ±67 % error bar (3 seeds). ``"off"``: never.
+    refine_grid:
+        ``True`` (the default): where the error bar's time-step part (the re-estimate on ``2N`` steps against
+        ``N``, less 1.96 of its standard errors) exceeds half of ``train.tolerance`` and the run did not reach
+        the tolerance, :func:`deepbsde.solve` trains once more on a grid 2 or 4 times as fine (4 where that part
+        exceeds the whole tolerance), warm-started from the first run's shared network (a function of
+        ``(t, x)``, so it carries over to any grid), for as much work as the first run took (its steps times
+        ``N / N'``, at least 500), and returns that run's answer; the first one's stays in its folder's
+        ``grid-N`` subfolder and in ``Solution.extra["refined_from"]``. Measured on HJBLQ at d = 1, λ = 1
+        (u = −0.0874, seed 0): 1.38 % off on the default 20 steps (time-step part 1.5 % of u), 0.14 % after
+        1000 more steps on 80. Shared network, point mode, one process only; ``False``: never (a time budget,
+        ``train.max_seconds``, that ended the first run also rules it out).
     """
 
     num_steps: int = 20
@@ -402,6 +413,7 @@ class DeepBSDE(Method):
     region_consistency: float = 1.0
     linear_part: bool = True
     rare_event: str = "auto"
+    refine_grid: bool = True
     name: str = dataclasses.field(default="DeepBSDE", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -431,6 +443,8 @@ class DeepBSDE(Method):
                                   f"received {describe(self.z_scale)}")
         else:
             positive_or_none("z_scale", self.z_scale)
+        if not isinstance(self.refine_grid, bool):
+            raise ConfigError(f"method.refine_grid: expected true or false, received {describe(self.refine_grid)}")
         if not isinstance(self.linear_part, bool):
             raise ConfigError(f"method.linear_part: expected true or false, received {describe(self.linear_part)}")
         object.__setattr__(self, "region", as_region(self.region))
@@ -451,6 +465,8 @@ class DeepBSDE(Method):
         point mode (so that point mode's description, and the checkpoints and saved solutions keyed by it,
         are those of the versions without regions)."""
         out = super().describe()
+        if self.refine_grid:  # the default: descriptions (and checkpoints keyed by them) as before it existed
+            out.pop("refine_grid", None)
         if self.region is None:
             out.pop("region", None)
             out.pop("region_consistency", None)
