@@ -43,7 +43,7 @@ from .pinn_problem import ResidualProblem
 from .problem import Problem, check_problem
 from .resources import ResourceError, check_memory
 from .nets import TimeNet
-from .runlog import RunWriter, default_run_dir
+from .runlog import RunWriter, default_run_dir, write_json_atomic
 from .saved import MODEL_FILE, SOLUTION_FILE
 from .solution import History, HistoryRow, Solution
 
@@ -173,13 +173,25 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
     num_steps, iterations, share = plan
     coarse = method.num_steps  # type: ignore[attr-defined]
     finer = dataclasses.replace(method, num_steps=num_steps, refine_grid=False)
-    finer_train = dataclasses.replace(train, iterations=iterations)
+    boundaries = None
+    if train.lr_boundaries is not None:  # explicit boundaries shrink with the budget, as the default ones do
+        scaled: list[int] = []
+        for b in train.lr_boundaries:
+            b = max(1, round(b * iterations / train.iterations))
+            scaled.append(max(b, scaled[-1] + 1) if scaled else b)  # strictly increasing still
+        boundaries = tuple(scaled)
+    finer_train = dataclasses.replace(train, iterations=iterations, lr_boundaries=boundaries)
     reason = (f"time grid refined from {coarse} to {num_steps} steps: the error bar's time-step part was "
               f"{100 * share:.3g} % of u0 on {coarse} steps, above half the tolerance {train.tolerance:g}")
     try:
         _check_inputs(problem, finer, finer_train, seed, dev, first.run_dir, False)
     except ResourceError as exc:
-        log.warning("%s, but not refined: %s", reason.replace("time grid refined", "the time grid needs refining"), exc)
+        note = (f"the time grid needs refining from {coarse} to {num_steps} steps (its time-step part is "
+                f"{100 * share:.3g} % of u0), but that run does not fit in memory: {exc}")
+        log.warning(note)
+        first = dataclasses.replace(first, warnings=(*first.warnings, note))
+        if first.run_dir is not None:
+            write_json_atomic(Path(first.run_dir) / "summary.json", first.summary())
         return first
     folder = None
     if first.run_dir is not None:
@@ -194,6 +206,8 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
         config = copy.deepcopy(dict(run_config))
         config["method"] = {**config.get("method", {}), "num_steps": num_steps, "refine_grid": False}
         config["train"] = {**config.get("train", {}), "iterations": iterations}
+        if boundaries is not None:
+            config["train"]["lr_boundaries"] = list(boundaries)
     log.info("%s; training %d more steps", reason, iterations)
     summary = {"num_steps": coarse, "u0": first.u0, "u0_interval": list(first.u0_interval) if first.u0_interval
                else None, "iterations": first.iterations, "seconds": first.seconds, "verdict": first.verdict,

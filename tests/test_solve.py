@@ -328,3 +328,38 @@ def test_a_time_step_bias_beyond_the_tolerance_refines_the_grid(tmp_path):
     plain = deepbsde.solve(problem, deepbsde.DeepBSDE(num_steps=4, refine_grid=False), train=train, seed=0,
                            out=False, progress=False)
     assert "refined_from" not in plain.extra and plain.u0 == first["u0"]
+
+
+def test_refinement_scales_explicit_learning_rate_boundaries(tmp_path):
+    """A config's own lr_boundaries shrink with the second run's budget (else the refined run, 500 steps
+    here, would train at the first learning rate only, its boundaries at 1000 and 1500 never reached)."""
+    train = TrainConfig(iterations=200, lr_values=(1e-2, 1e-3, 1e-4), lr_boundaries=(100, 150))
+    sol = deepbsde.solve(StiffOU(), deepbsde.DeepBSDE(num_steps=4), train=train, seed=0, out=tmp_path / "run",
+                         progress=False, run_config={"equation": {"name": "StiffOU"}})
+    assert sol.extra["refined_from"]["num_steps"] == 4 and sol.iterations == 500
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["lr_boundaries"] == [250, 375]
+    assert config["run_config"]["train"] == {"iterations": 500, "lr_boundaries": [250, 375]}
+
+
+def test_a_refinement_that_does_not_fit_keeps_the_first_answer_with_a_warning(tmp_path, monkeypatch):
+    import importlib
+
+    from deepbsde.resources import ResourceError
+
+    solve_module = importlib.import_module("deepbsde.solve")  # the module (the package exports the function)
+
+    calls = []
+
+    def check(needed, dev, what):
+        calls.append(needed)
+        if len(calls) > 1:  # the finer grid's check
+            raise ResourceError(f"{what} needs {needed:.0f} bytes, the machine has fewer")
+
+    monkeypatch.setattr(solve_module, "check_memory", check)
+    sol = deepbsde.solve(StiffOU(), deepbsde.DeepBSDE(num_steps=4), train=TrainConfig(iterations=200), seed=0,
+                         out=tmp_path / "run", progress=False)
+    assert len(calls) == 2 and calls[1] > calls[0]
+    assert "refined_from" not in sol.extra and "does not fit in memory" in sol.warnings[-1]
+    assert "does not fit in memory" in json.loads((tmp_path / "run" / "summary.json").read_text())["warnings"][-1]
+    assert not (tmp_path / "run" / "grid-4").exists()
