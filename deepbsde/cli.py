@@ -253,7 +253,8 @@ def _human(solution) -> str:
     refined = solution.extra.get("refined_from")
     if refined:
         where = f", in {refined['run_dir']}" if refined.get("run_dir") else ""
-        lines.append(f"  time grid refined: {refined['num_steps']} -> {getattr(solution.method_object, 'num_steps', '?')} steps (the "
+        finer = getattr(solution.method_object, "num_steps", "?")
+        lines.append(f"  time grid refined: {refined['num_steps']} -> {finer} steps (the "
                      f"time-step part was {100 * refined['time_step_share']:.3g} % of u0; on {refined['num_steps']} "
                      f"steps u0 = {refined['u0']:.6g} after {refined['iterations']} iterations{where})")
     lines.append(f"  {solution.iterations}{lbfgs} iterations in {solution.seconds:.1f} s on {solution.device} "

@@ -212,8 +212,8 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
     summary = {"num_steps": coarse, "u0": first.u0, "u0_interval": list(first.u0_interval) if first.u0_interval
                else None, "iterations": first.iterations, "seconds": first.seconds, "verdict": first.verdict,
                "time_step_share": share, "run_dir": str(folder) if folder is not None else None, "reason": reason}
-    return _solve_checked(problem, finer, finer_train, seed, dev, first.run_dir if first.run_dir is not None else False,
-                          False, progress, config, first, summary)
+    out = first.run_dir if first.run_dir is not None else False
+    return _solve_checked(problem, finer, finer_train, seed, dev, out, False, progress, config, first, summary)
 
 
 def _check_inputs(problem: Problem, method: Method | None, train: Any, seed: Any, device: Any, out: Any,
@@ -798,7 +798,8 @@ def _warm_start(model: torch.nn.Module, init: Any, problem: Problem, method: Met
         raise ConfigError(f"init: the solution's model is a {type(source).__name__}, {where} builds a "
                           f"{type(model).__name__} (region mode on one side only?); expected the same architecture")
     mine, theirs = model.state_dict(), dict(source.state_dict())
-    for key in [k for k in mine if k.endswith("times") and isinstance(model.get_submodule(k.rsplit(".", 1)[0]), TimeNet)]:
+    grids = [k for k in mine if k.endswith("times") and isinstance(model.get_submodule(k.rsplit(".", 1)[0]), TimeNet)]
+    for key in grids:
         # the shared network is a function of (t, x): its construction grid is not a learnt quantity, so a
         # solution on another time grid warm-starts this one (grid refinement)
         theirs[key] = mine[key]

@@ -230,3 +230,40 @@ def test_one_seed_one_history():
     assert np.array_equal(hist[0], hist[1], equal_nan=True)  # train_loss is NaN at step 0: nothing trained yet
     assert runs[0].u0 == runs[1].u0
     assert not np.array_equal(hist[0], hist[2], equal_nan=True)
+
+
+class _InfiniteAtHorizon(HeatEquation):
+    """The heat equation with a driver that is not finite at t = T (and zero before)."""
+
+    def driver(self, t, x, y, z):
+        at_end = torch.as_tensor(t, dtype=x.dtype) >= self.horizon
+        return torch.where(at_end, torch.full_like(y, math.inf), torch.zeros_like(y))
+
+
+def test_heun_open_never_evaluates_the_driver_at_the_horizon():
+    """"heun-open" is Heun on every step but the last, where it keeps the predictor: with a driver infinite at
+    t = T it gives Euler's (here exact, the driver being 0 before T) Y_N, where plain Heun gives inf."""
+    problem = _InfiniteAtHorizon(dim=2, horizon=1.0)
+    n, batch = 5, 8
+    dt = problem.horizon / n
+    dw = brownian_increments(batch, n, 2, dt, make_generator(0))
+    x = simulate(problem, dw, dt)
+    y0, z = torch.zeros(batch, 1, dtype=torch.float64), torch.ones(batch, n, 2, dtype=torch.float64)
+    assert not torch.isfinite(rollout(problem, y0, z, x, dw, dt, "heun")).all()
+    expected = rollout(problem, y0, z, x, dw, dt, "euler")
+    assert torch.equal(rollout(problem, y0, z, x, dw, dt, "heun-open"), expected)
+
+
+@pytest.mark.parametrize("dim, singular", [(1, True), (2, False), (10, False), (100, False)])
+def test_a_driver_singular_at_the_horizon_is_found_on_the_pilot(dim, singular):
+    """QuadraticGradient's driver grows like (T - t + |x|^2/d)^(alpha - 2): at d = 1 the pilot's end points come
+    close enough to 0 for f(T, x) to dwarf f(T - dt, x) (Heun's corrector there ended a run 269 % off); from d = 2
+    on |x|^2/d stays away from 0, as for every catalogue case."""
+    from deepbsde.methods.deep_bsde import _singular_at_horizon
+
+    method = deepbsde.DeepBSDE()
+    problem = QuadraticGradient(dim=dim)
+    _, x = method.pilot(problem, make_generator(0))
+    assert _singular_at_horizon(problem, x) is singular
+    model = method.build(problem, make_generator(0))
+    assert method.scheme_for(problem) == ("heun-open" if singular else "heun") and model is not None
