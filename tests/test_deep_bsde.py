@@ -259,11 +259,11 @@ def test_a_driver_singular_at_the_horizon_is_found_on_the_pilot(dim, singular):
     """QuadraticGradient's driver grows like (T - t + |x|^2/d)^(alpha - 2): at d = 1 the pilot's end points come
     close enough to 0 for f(T, x) to dwarf f(T - dt, x) (Heun's corrector there ended a run 269 % off); from d = 2
     on |x|^2/d stays away from 0, as for every catalogue case."""
-    from deepbsde.methods.deep_bsde import _singular_at_horizon
+    from deepbsde.estimators import singular_at_horizon
 
     method = deepbsde.DeepBSDE()
     problem = QuadraticGradient(dim=dim)
     _, x = method.pilot(problem, make_generator(0))
-    assert _singular_at_horizon(problem, x) is singular
+    assert singular_at_horizon(problem, x) is singular
     model = method.build(problem, make_generator(0))
     assert method.scheme_for(problem) == ("heun-open" if singular else "heun") and model is not None

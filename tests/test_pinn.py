@@ -352,3 +352,16 @@ def test_pinn_model_state_round_trip() -> None:
     other = method.build(HeatEquation(dim=2), make_generator(1))
     other.load_state_dict(state)
     assert (other.updates, other.rar_count) == (7, 3)
+
+
+@pytest.mark.parametrize("dim, scheme", [(1, "heun-open"), (10, "heun")])
+def test_the_pinn_error_bar_skips_a_driver_singular_at_the_horizon(dim, scheme):
+    """The PINN's error bar rolls its control with Heun's scheme, which evaluates the driver at t = T: for
+    QuadraticGradient at d = 1 (f(T, x) ~ |x|^-1.2) the re-estimate was 33 % off with ±2000 while the trained u was
+    0.19 % off. Its control now takes the corrector off the last step where the driver is singular there."""
+    from deepbsde.paths import make_generator
+    from equations import QuadraticGradient
+
+    problem, method = QuadraticGradient(dim=dim), PINN()
+    model = method.build(problem, make_generator(0))
+    assert method.control(model, problem).scheme == scheme

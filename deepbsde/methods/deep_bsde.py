@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError, describe
 from ..nets import MLP, StepNets, TimeNet
 from ..regions import AtPoint, as_region, region_errors
-from ..estimators import Control, Pilot, pilot
+from ..estimators import Control, Pilot, pilot, singular_at_horizon
 from ..paths import brownian_increments, make_generator, simulate, time_grid
 from ..problem import Problem
 from ._checks import choice, integer, interval, number, positive_or_none, widths
@@ -111,31 +111,6 @@ class DeepBSDEModel(nn.Module):
 
 _LOG = logging.getLogger("deepbsde")
 
-#: the driver at t = T larger than this many times its largest size one step earlier counts as singular
-SINGULAR_RATIO = 100.0
-
-
-def _singular_at_horizon(problem: Problem, x: torch.Tensor) -> bool:
-    r"""Whether the driver at :math:`t = T` (at :math:`z = 0`, :math:`y = g`) on the pilot paths' end points ``x``
-    ``(P, N + 1, d)`` is not finite, or more than :data:`SINGULAR_RATIO` times its largest size one step earlier.
-    QuadraticGradient at d = 1: :math:`f(T, x) \sim |x|^{-1.2}` near 0 (its derivatives grow like
-    :math:`(T - t + x^2)^{lpha - 2}`); on 1024 pilot paths the largest :math:`|f(T, X_N)|` was about 10^4 times that
-    at :math:`t_{N-1}`, and Heun's corrector, which evaluates it there, ended the run at 269 % off (loss 1.5e4);
-    Euler's left point gave 2.4 % (its own O(Δt))."""
-    steps = x.shape[1] - 1
-    if steps < 1:
-        return False
-    dt = problem.horizon / steps
-    with torch.no_grad():
-        end, before = x[:, -1], x[:, -2]
-        y = problem.terminal(end)
-        zero = torch.zeros(x.shape[0], problem.noise_dim, dtype=x.dtype, device=x.device)
-        t_end = torch.full((), problem.horizon, dtype=x.dtype, device=x.device)
-        f_end = problem.driver(t_end, end, y, zero)
-        f_before = problem.driver(t_end - dt, before, y, zero)
-    if not bool(torch.isfinite(f_end).all()):
-        return True
-    return float(f_end.abs().max()) > SINGULAR_RATIO * float(f_before.abs().max()) + 1e-12
 
 
 def _per_step_z(nets: StepNets, z0: torch.Tensor, x: torch.Tensor, num_steps: int, z_scale: float) -> torch.Tensor:
@@ -360,8 +335,8 @@ class DeepBSDE(Method):
         code's undocumented choice; or a positive number.
     scheme:
         ``"heun"`` (the default; trapezoidal driver term) or ``"euler"`` (the original): see :func:`rollout`.
-        Where the driver is singular at ``t = T`` on the pilot's paths (:func:`_singular_at_horizon`), ``"heun"``
-        skips the corrector on the last step (``"heun-open"``, :meth:`scheme_for`): QuadraticGradient at d = 1
+        Where the driver is singular at ``t = T`` on the pilot's paths
+        (:func:`deepbsde.estimators.singular_at_horizon`), ``"heun"`` skips the corrector on the last step (``"heun-open"``, :meth:`scheme_for`): QuadraticGradient at d = 1
         went from 269 % off to 0.31 % (0.11 % after grid refinement).
     pilot_paths:
         Paths of the :math:`Z = 0` pilot simulation that sets the starting values and scales.
@@ -578,7 +553,7 @@ class DeepBSDE(Method):
 
     def scheme_for(self, problem: Problem) -> str:
         """The scheme this method rolls ``problem`` with: ``scheme``, or ``"heun-open"`` where :meth:`build` found
-        the driver singular at ``t = T`` (:func:`_singular_at_horizon`)."""
+        the driver singular at ``t = T`` (:func:`deepbsde.estimators.singular_at_horizon`)."""
         entry = self.__dict__.get("_schemes", {}).get(id(problem))
         return entry[1] if entry is not None and entry[0] is problem else self.scheme
 
@@ -593,7 +568,7 @@ class DeepBSDE(Method):
         on = self.network == "shared" and (self.control_measure == "controlled"
                                            or (self.control_measure == "auto" and nonlinear_z))
         self.__dict__.setdefault("_controlled", {})[id(problem)] = (problem, on)
-        open_end = self.scheme == "heun" and _singular_at_horizon(self.view(problem), x)
+        open_end = self.scheme == "heun" and singular_at_horizon(self.view(problem), x)
         if open_end:
             _LOG.info("the driver is singular at t = T on the pilot's paths: Heun's corrector skips the last step")
         self.__dict__.setdefault("_schemes", {})[id(problem)] = (problem, "heun-open" if open_end else self.scheme)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, describe
-from ..estimators import Control
+from ..estimators import Control, end_point_scheme
 from ..nets import MLP
 from ..paths import brownian_increments, make_generator, simulate
 from ..pinn_problem import Derivatives, ResidualProblem
@@ -339,7 +339,12 @@ class PINN(Method):
             z = problem.sigma_transpose_times(ts, xs, grad)
             return z.reshape(batch, num_steps, -1) if keep else z.detach().reshape(batch, num_steps, -1)
 
-        return Control(float(self.u0_tensor(model, problem)), z_at, self.path_steps, "heun")
+        # Heun's scheme, without its corrector on the last step where the driver is singular at t = T (found as
+        # a user: QuadraticGradient d = 1, the trained u 0.19 % off, its re-estimate 33 % off with ±2000)
+        cache = self.__dict__.setdefault("_schemes", {})
+        if id(problem) not in cache or cache[id(problem)][0] is not problem:
+            cache[id(problem)] = (problem, end_point_scheme(problem, self.path_steps))
+        return Control(float(self.u0_tensor(model, problem)), z_at, self.path_steps, cache[id(problem)][1])
 
     def trained_z0(self, model: PINNModel, problem: Problem | ResidualProblem) -> torch.Tensor | None:
         if not isinstance(problem, Problem):
