@@ -198,7 +198,7 @@ def singular_at_horizon(problem: Problem, x: torch.Tensor) -> bool:
     r"""Whether the driver at :math:`t = T` (at :math:`z = 0`, :math:`y = g`) on the pilot paths' end points ``x``
     ``(P, N + 1, d)`` is not finite, or more than :data:`SINGULAR_RATIO` times its largest size one step earlier.
     QuadraticGradient at d = 1: :math:`f(T, x) \sim |x|^{-1.2}` near 0 (its derivatives grow like
-    :math:`(T - t + x^2)^{lpha - 2}`); on 1024 pilot paths the largest :math:`|f(T, X_N)|` was about 10^4 times that
+    :math:`(T - t + x^2)^{\alpha - 2}`); on 1024 pilot paths the largest :math:`|f(T, X_N)|` was about 10^4 times that
     at :math:`t_{N-1}`, and Heun's corrector, which evaluates it there, ended the run at 269 % off (loss 1.5e4);
     Euler's left point gave 2.4 % (its own O(Δt))."""
     steps = x.shape[1] - 1
