@@ -194,6 +194,7 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
             write_json_atomic(Path(first.run_dir) / "summary.json", first.summary())
         return first
     folder = None
+    out = first.run_dir if first.run_dir is not None else False  # the second run writes the run folder afresh
     if first.run_dir is not None:
         run_dir = Path(first.run_dir)
         folder = run_dir / f"grid-{coarse}"
@@ -201,6 +202,7 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
         for entry in list(run_dir.iterdir()):
             if entry != folder:
                 entry.rename(folder / entry.name)
+        first = dataclasses.replace(first, run_dir=folder)  # where its files now are (the warm start names it)
     config = None
     if run_config is not None:
         config = copy.deepcopy(dict(run_config))
@@ -212,7 +214,6 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
     summary = {"num_steps": coarse, "u0": first.u0, "u0_interval": list(first.u0_interval) if first.u0_interval
                else None, "iterations": first.iterations, "seconds": first.seconds, "verdict": first.verdict,
                "time_step_share": share, "run_dir": str(folder) if folder is not None else None, "reason": reason}
-    out = first.run_dir if first.run_dir is not None else False
     return _solve_checked(problem, finer, finer_train, seed, dev, out, False, progress, config, first, summary)
 
 
@@ -347,6 +348,11 @@ class _Run:
                     f"(the default boundaries follow train.iterations); to extend a run exactly, give "
                     f"train.lr_boundaries explicitly")
         _restore(state, self.model, self.optimizer, self.gen, self.loop, self.rank)
+        warm = state.get("warm") or {}
+        if self.init is None and warm.get("init") is not None:
+            self.init, self.init_steps = warm["init"], int(warm.get("init_steps") or 0)
+        if self.refined_from is None and warm.get("refined_from") is not None:
+            self.refined_from = dict(warm["refined_from"])
         self.warnings.extend(f"skipped unreadable checkpoint: {s}" for s in skipped)
         log.info("resumed from %s at step %d", path, self.loop.step)
 
@@ -443,8 +449,11 @@ class _Run:
         every, run_dir = self.train_cfg.checkpoint_every, self.run_dir
         if (every and run_dir is not None and step > self.saved_at
                 and (step // every > self.saved_at // every or step == self.train_cfg.iterations or final)):
-            _save(run_dir, snapshot, self.problem, self.method, self.train_cfg, self.seed, self.rank,
-                  self.world_size)
+            # a warm start's origin (and a refined run's first grid) is not in the config a resume rebuilds
+            # from: kept with the state, so that the resumed run's tolerance checks and error bar are the same
+            warm = {"init": self.init, "init_steps": self.init_steps, "refined_from": self.refined_from}
+            _save(run_dir, {**snapshot, "warm": warm}, self.problem, self.method, self.train_cfg, self.seed,
+                  self.rank, self.world_size)
             self.saved_at = step
 
     def _step(self) -> None:
@@ -901,15 +910,24 @@ def _loop_to_dict(loop: _Loop) -> dict[str, Any]:
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, gen: torch.Generator,
               loop: _Loop) -> dict[str, Any]:
-    """A deep copy of everything a rollback or a checkpoint must restore."""
+    """A deep copy of everything a rollback or a checkpoint must restore: with the state dict, the model's plain
+    attributes (its pilot scales: a warm start copies the source's, which a resumed run's fresh build would not
+    have)."""
+    from .saved import _module_attributes
+
     return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "attributes": copy.deepcopy(_module_attributes(model)),
             "optimizer": copy.deepcopy(optimizer.state_dict()),
             "rng": [gen.get_state()], "loop": _loop_to_dict(loop)}
 
 
 def _restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              gen: torch.Generator, loop: _Loop, rank: int) -> None:
+    from .saved import _restore_attributes
+
     model.load_state_dict(state["model"])
+    if "attributes" in state:  # checkpoints of earlier versions hold the state dict only
+        _restore_attributes(model, state["attributes"])
     optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
     rng = state["rng"]
     if rank >= len(rng):

@@ -262,3 +262,20 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == "HJBLQ-20261203-120000-1"
     assert runlog.default_run_dir("HJBLQ", tmp_path, claim=False).name == "HJBLQ-20261203-120000-2"
+
+
+def test_a_warm_started_run_resumes_exactly(tmp_path: Path) -> None:
+    """A warm start copies the source's pilot scales into the model and counts its steps towards the error bar's
+    paths; a resumed run rebuilds neither from its config (grid refinement's second run is such a run). Both are
+    kept with the checkpoint: resuming from the middle gives the uninterrupted run's numbers."""
+    method = DeepBSDE(num_steps=4, hidden=(8, 8))
+    base = solve(HeatEquation(dim=2), method, train=TrainConfig(iterations=100, log_every=50), seed=0, out=False,
+                 progress=False)
+    problem = HeatEquation(dim=2, sigma=1.3)
+    train = TrainConfig(iterations=200, log_every=50, checkpoint_every=100, tolerance=0)
+    full = solve(problem, method, train=train, seed=0, out=tmp_path / "full", progress=False, init=base)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    (tmp_path / "cut" / "checkpoints" / "ckpt-00000200.pt").unlink()
+    resumed = solve(problem, method, train=train, seed=0, out=tmp_path / "cut", resume=True, progress=False)
+    assert resumed.u0 == full.u0 and resumed.u0_interval == full.u0_interval
+    assert resumed.extra["init"] == full.extra["init"]

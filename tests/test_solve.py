@@ -321,6 +321,7 @@ def test_a_time_step_bias_beyond_the_tolerance_refines_the_grid(tmp_path):
     # the first run's files in grid-4/, the second's in the run folder, with settings that resume it
     assert json.loads((out / "grid-4" / "summary.json").read_text())["u0"] == first["u0"]
     assert json.loads((out / "summary.json").read_text())["refined_from"]["num_steps"] == 4
+    assert sol.extra["init"] == str(out / "grid-4")  # the warm start names where the first run's files are
     config = json.loads((out / "config.json").read_text())
     assert config["run_config"]["method"] == {"num_steps": 16, "refine_grid": False}
     assert config["run_config"]["train"] == {"iterations": 500}
