@@ -35,9 +35,10 @@ def default_run_dir(name: str, root: str | Path = "runs", claim: bool = True) ->
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{name}-{stamp}"
     path, k = base, 1
+    if claim:
+        Path(root).mkdir(parents=True, exist_ok=True)
     while True:
         if claim:
-            Path(root).mkdir(parents=True, exist_ok=True)
             try:
                 path.mkdir()
                 return path

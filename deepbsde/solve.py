@@ -38,11 +38,11 @@ from .errors import CheckpointError, ConfigError, DivergenceError, describe
 from .estimators import Evaluation, default_paths, evaluate, pilot
 from .methods.base import Method
 from .methods.deep_bsde import DeepBSDE
+from .nets import TimeNet
 from .paths import make_generator
 from .pinn_problem import ResidualProblem
 from .problem import Problem, check_problem
 from .resources import ResourceError, check_memory
-from .nets import TimeNet
 from .runlog import RunWriter, default_run_dir, write_json_atomic
 from .saved import MODEL_FILE, SOLUTION_FILE
 from .solution import History, HistoryRow, Solution
@@ -184,7 +184,7 @@ def _refine(first: Solution, plan: tuple[int, int, float], problem: Problem, met
     reason = (f"time grid refined from {coarse} to {num_steps} steps: the error bar's time-step part was "
               f"{100 * share:.3g} % of u0 on {coarse} steps, above half the tolerance {train.tolerance:g}")
     try:
-        _check_inputs(problem, finer, finer_train, seed, dev, first.run_dir, False)
+        _check_run_memory(problem, finer, finer_train, dev)  # the rest was checked for the first run
     except ResourceError as exc:
         note = (f"the time grid needs refining from {coarse} to {num_steps} steps (its time-step part is "
                 f"{100 * share:.3g} % of u0), but that run does not fit in memory: {exc}")
@@ -234,11 +234,7 @@ def _check_inputs(problem: Problem, method: Method | None, train: Any, seed: Any
         raise ConfigError(f"seed: expected a non-negative integer, received {describe(seed)}")
     dev = resolve_device(device)
     if isinstance(problem, (Problem, ResidualProblem)):
-        _, world_size = distributed.world()
-        needed = method.memory_estimate(problem, train.batch_size // world_size, train.valid_size,
-                                        train.torch_dtype) if isinstance(problem, Problem) else None
-        if needed is not None:
-            check_memory(needed, dev, f"{problem.name}(dim={problem.dim}) with {method.name}")
+        _check_run_memory(problem, method, train, dev)
     if isinstance(problem, ResidualProblem):
         problem.check(train.torch_dtype, dev)  # a PDE stated by its residual (PINN only); method.check says which methods take it
     else:
@@ -247,6 +243,17 @@ def _check_inputs(problem: Problem, method: Method | None, train: Any, seed: Any
     if resume and (out is None or out is False):
         raise ConfigError("resume: needs out=RUN_DIR, the folder of the run to continue")
     return method, train, dev
+
+
+def _check_run_memory(problem: Problem | ResidualProblem, method: Method, train: TrainConfig,
+                      dev: torch.device) -> None:
+    """:class:`~deepbsde.resources.ResourceError` where the method's estimate of the run's memory (per process)
+    is more than ``dev`` has."""
+    _, world_size = distributed.world()
+    needed = method.memory_estimate(problem, train.batch_size // world_size, train.valid_size,
+                                    train.torch_dtype) if isinstance(problem, Problem) else None
+    if needed is not None:
+        check_memory(needed, dev, f"{problem.name}(dim={problem.dim}) with {method.name}")
 
 
 class _FinetuneDiverged(Exception):
