@@ -241,6 +241,19 @@ def test_controlled_paths_follow_the_feedback_control():
     assert torch.allclose(x[:, -1], (4 * 0.25 * math.sqrt(2.0) * -2.0 * zhat).expand(5, 3))
 
 
+def test_controlled_paths_of_a_driver_free_of_z_are_the_plain_paths():
+    """A driver that does not depend on z (heat: f = 0) has no graph to differentiate: the controlled paths are
+    the plain ones with β = 0 (``control_measure="controlled"`` on the heat equation raised a RuntimeError)."""
+    from deepbsde.estimators import forward_paths
+    from deepbsde.methods.deep_bsde import controlled_paths
+
+    problem = HeatEquation(dim=3)
+    dw = torch.randn(6, 4, 3, generator=make_generator(0), dtype=torch.float64) * 0.5
+    x, beta = controlled_paths(problem, lambda n, x, s: torch.ones(x.shape[0], 3, dtype=x.dtype), 1.0, dw, 0.25)
+    assert torch.equal(beta, torch.zeros_like(beta))
+    torch.testing.assert_close(x, forward_paths(problem, dw, 0.25))
+
+
 def test_control_measure_makes_hard_hjb_honest():
     """HJB at λ = 5, d = 4, a short budget: under the plain measure the re-estimate carries a first-order
     control bias; under the control's measure (the default for drivers nonlinear in z) the error is smaller

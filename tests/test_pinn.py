@@ -242,7 +242,7 @@ BAD = [
     ("condition_fraction", 1.5), ("boundary_fraction", 0), ("w_res", 0), ("w_term", float("nan")),
     ("w_init", -2), ("w_bc", "1"), ("weighting", "auto"), ("adapt_every", 0), ("adapt_alpha", 1.5),
     ("rar_every", -1), ("rar_points", 0), ("rar_max", True), ("lbfgs_iterations", -5),
-    ("lbfgs_history", 0), ("eval_points", 0),
+    ("lbfgs_history", 0), ("eval_points", 0), ("control_measure", "steered"),
 ]
 
 
@@ -259,6 +259,9 @@ def test_solve_refuses_mismatched_problems() -> None:
         solve(Burgers1D(), PINN(sampler="paths"), train=dict(iterations=1), out=False)
     with pytest.raises(ConfigError, match="method.trace"):
         solve(Burgers1D(), PINN(trace="hutchinson"), train=dict(iterations=1), out=False)
+    with pytest.raises(ConfigError, match="method.control_measure: 'controlled' .* sampler 'box'"):
+        solve(HeatEquation(dim=2), PINN(control_measure="controlled", sampler="box"), train=dict(iterations=1),
+              out=False)
 
     class Bad(ResidualProblem):
         def __init__(self, lower: float = -1.0, upper: float = 1.0) -> None:
@@ -365,3 +368,59 @@ def test_the_pinn_error_bar_skips_a_driver_singular_at_the_horizon(dim, scheme):
     problem, method = QuadraticGradient(dim=dim), PINN()
     model = method.build(problem, make_generator(0))
     assert method.control(model, problem).scheme == scheme
+
+
+def test_the_control_measure_is_chosen_for_drivers_nonlinear_in_z():
+    """``control_measure="auto"`` draws half of the points on controlled paths where the driver is nonlinear in
+    z (HJB), not where it is free of z (heat), and never with ``"plain"``; a plain batch holds all its points."""
+    from equations import HJBLQ
+
+    gen = make_generator(0)
+    for problem, method, expected in [(HJBLQ(dim=3, lam=10.0), PINN(**TINY), True),
+                                      (HeatEquation(dim=3), PINN(**TINY), False),
+                                      (HJBLQ(dim=3, lam=10.0), PINN(**TINY, control_measure="plain"), False),
+                                      (HeatEquation(dim=3), PINN(**TINY, control_measure="controlled"), True)]:
+        model = method.build(problem, gen)
+        assert method.controlled(problem) is expected
+        batch = method.sample(problem, 64, make_generator(1), F64)
+        assert (batch.controlled is not None) is expected
+        full = method.materialise(model, problem, batch)
+        assert full.controlled is None and full.t.shape == (64, 1) and full.x.shape == (64, 3)
+        assert full.x_cond.shape == (16, 3)
+
+
+class _Bowl(nn.Module):
+    """u(t, x) = a |x|^2 / 2, so that grad u = a x (a stand-in for a trained PINN model)."""
+
+    def __init__(self, a: float, dim: int) -> None:
+        super().__init__()
+        self.a = a
+        self.register_buffer("x0", torch.zeros(1, dim, dtype=F64))
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.a * x.square().sum(1, keepdim=True)
+
+
+def test_controlled_points_follow_the_drift_of_sigma_dz_f_at_z_equal_sigma_grad_u():
+    """HJB's f = -λ|z|^2/2 with σ = √2 I and u = a|x|^2/2: z = σᵀ∇u = √2 a x, ∂_z f = -λ z, so the controlled
+    paths have the drift σ ∂_z f = -2λa x, an Ornstein-Uhlenbeck pull. The materialised points are that
+    recursion's, with the batch's own increments (with ∇u where z belongs the pull would be √2 times weaker)."""
+    from equations import HJBLQ
+
+    problem, method = HJBLQ(dim=2, lam=3.0), PINN(**TINY, path_steps=8)
+    method.build(problem, make_generator(0))
+    batch = method.sample(problem, 40, make_generator(2), F64)
+    dw, idx, n_cond = batch.controlled
+    a, dt = 0.7, problem.horizon / 8
+    x = torch.zeros(dw.shape[0], 2, dtype=F64)
+    path = [x]
+    for n in range(8):
+        x = x + math.sqrt(2.0) * dw[:, n] - 2 * problem.lam * a * x * dt
+        path.append(x)
+    path = torch.stack(path, 1)
+    full = method.materialise(_Bowl(a, 2), problem, batch)
+    k = idx.shape[0]
+    torch.testing.assert_close(full.x[-k:], path[torch.arange(k), idx])
+    torch.testing.assert_close(full.t[-k:, 0], idx.to(F64) * dt)
+    torch.testing.assert_close(full.x_cond[-n_cond:], path[:n_cond, -1])
+    torch.testing.assert_close(full.x[:-k], batch.x)

@@ -282,7 +282,9 @@ def controlled_paths(problem: Problem, z_step, y0: float | torch.Tensor, dw: tor
             zg = z if differentiable and z.requires_grad else z.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 f = problem.driver(grid[n], x, y, zg)
-                (b,) = torch.autograd.grad(f.sum(), zg, allow_unused=True, create_graph=differentiable)
+                # a driver free of z (and of anything that needs grad) gives an output without a graph
+                (b,) = (torch.autograd.grad(f.sum(), zg, allow_unused=True, create_graph=differentiable)
+                        if f.requires_grad else (None,))
             b = torch.zeros_like(z) if b is None else (b if differentiable else b.detach())
             if not differentiable:
                 f = f.detach()

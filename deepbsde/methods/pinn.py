@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, describe
-from ..estimators import Control, end_point_scheme
+from ..estimators import Control, driver_structure, end_point_scheme
 from ..nets import MLP
 from ..paths import brownian_increments, make_generator, simulate
 from ..pinn_problem import Derivatives, ResidualProblem
@@ -64,6 +64,8 @@ AUTO_EXACT_MAX_DIM = 10
 _PATH_CHUNK = 256
 
 _ACTIVATIONS = ("tanh", "relu", "silu", "softplus")
+#: under the control's measure (``control_measure``), this share of the points comes from controlled paths
+CONTROLLED_SHARE = 0.9
 
 
 class PINNModel(nn.Module):
@@ -117,7 +119,10 @@ class PINNBatch:
 
     ``t`` ``(n, 1)``, ``x`` ``(n, d)``: interior collocation points; ``x_cond`` ``(n_c, d)``: points of
     the time condition (at ``t = T`` or ``t = 0``); ``t_bc``, ``x_bc``: boundary points; ``probes``
-    ``(P, n + rar_max, m)``: Rademacher vectors of the Hutchinson trace.
+    ``(P, n + rar_max, m)``: Rademacher vectors of the Hutchinson trace. ``controlled``: under the control's
+    measure (:attr:`PINN.control_measure`), ``(dw, idx, n_cond)`` for the points still to be drawn on paths that
+    the model steers: the increments ``(B, N, m)``, one grid index ``< N`` per path, and how many of the paths
+    also give a time-condition point (their end); :meth:`PINN.materialise` adds those points to the batch.
     """
 
     t: torch.Tensor
@@ -126,6 +131,7 @@ class PINNBatch:
     t_bc: torch.Tensor | None = None
     x_bc: torch.Tensor | None = None
     probes: torch.Tensor | None = None
+    controlled: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +155,19 @@ class PINN(Method):
         terminal-value problem on all of R^d a box around x0 leaves the solution undetermined near its edges,
         and the paths are where u(0, x0) is decided: with a box of half-width 1 the PINN missed a basket call at
         x0 = 100 entirely.
+    control_measure:
+        ``"auto"`` (the default): with the ``"paths"`` sampler, where the driver depends on ``z`` other than
+        affinely (HJB, Burgers-type, different rates; probed at :meth:`build`), 90 % of the collocation and terminal
+        points come from paths under the measure the current network induces through the driver (the drift
+        :math:`\\sigma\\,\\partial_z f(t, X, u_\\theta, \\sigma^\\top\\nabla u_\\theta)`, as the deep BSDE method's
+        ``control_measure``), the rest from the problem's own SDE. ``u(0, x_0)`` is decided along the optimally
+        controlled paths, which can run where the uncontrolled ones seldom go: HJB at d = 10, λ = 10 pulls them
+        towards the minimum of ``g`` at the origin (:math:`|X_T| \\approx 1.2` on the trained deep BSDE control's
+        paths, against 4.5 for the uncontrolled ones). Measured there (seed 0, defaults): 66 % off without it
+        (interval ±23 %, missing), 8.9 % with it (the trained u 7.6 %; interval ±101 %, covering); at λ = 1, 0.30 %
+        and 0.15 %; with half the points controlled, 15.9 %. Drawing the controlled paths costs ``path_steps``
+        gradient evaluations of the network a step: a training step took 1.6-2.5 times as long at d = 10 and 100.
+        ``"plain"``: never; ``"controlled"``: always (with the ``"paths"`` sampler).
     half_width:
         For a :class:`~deepbsde.Problem` the box is :math:`x_0 + [-h, h]^d`, ``t`` in ``[0, T]``; a
         :class:`~deepbsde.ResidualProblem` brings its own box.
@@ -180,6 +199,7 @@ class PINN(Method):
     trace: str = "auto"
     probes: int = 4
     sampler: str = "auto"
+    control_measure: str = "auto"
     half_width: float = 1.0
     path_steps: int = 20
     condition_fraction: float = 0.25
@@ -204,6 +224,7 @@ class PINN(Method):
         choice("activation", self.activation, _ACTIVATIONS)
         choice("trace", self.trace, ("auto", "exact", "hutchinson"))
         choice("sampler", self.sampler, ("auto", "box", "sobol", "paths"))
+        choice("control_measure", self.control_measure, ("auto", "plain", "controlled"))
         choice("weighting", self.weighting, ("fixed", "adaptive"))
         integer("probes", self.probes, 1)
         integer("path_steps", self.path_steps, 1)
@@ -238,6 +259,10 @@ class PINN(Method):
             if self.trace == "hutchinson":
                 raise ConfigError(f"method.trace: 'hutchinson' applies to a deepbsde.Problem; {problem.name} "
                                   f"computes its own residual (use Derivatives.hvp there): use 'auto'")
+        if self.control_measure == "controlled" and self.sampler_for(problem) != "paths":
+            raise ConfigError(f"method.control_measure: 'controlled' draws points on controlled paths and needs "
+                              f"the 'paths' sampler (a deepbsde.Problem), received sampler "
+                              f"{self.sampler_for(problem)!r}: use sampler = 'paths' or control_measure = 'auto'")
 
     def sampler_for(self, problem: Problem | ResidualProblem) -> str:
         """The sampler in use: ``sampler``, with ``"auto"`` resolved for ``problem``."""
@@ -268,6 +293,7 @@ class PINN(Method):
             x_center = problem.x0_tensor()
             x_scale = torch.full((d,), self.half_width, dtype=torch.float64)
         cond = _condition(problem, x_cond)
+        self.__dict__.setdefault("_decisions", {})[id(problem)] = (problem, self._decide(problem, x, cond))
         offset = float(cond.mean())
         scale = float(cond.std()) if cond.numel() > 1 else 0.0
         scale = max(scale, 1e-2 * max(1.0, abs(offset)))
@@ -279,16 +305,70 @@ class PINN(Method):
     def sample(self, problem: Problem | ResidualProblem, batch_size: int, generator: torch.Generator,
                dtype: torch.dtype) -> PINNBatch:
         n_cond = max(1, round(self.condition_fraction * batch_size))
-        t, x, x_cond, t_bc, x_bc = self._points(problem, batch_size, n_cond / batch_size, generator, dtype)
+        t, x, x_cond, t_bc, x_bc = self._points(problem, batch_size, n_cond / batch_size, generator, dtype,
+                                                controlled=self.controlled(problem))
+        controlled = None
+        if isinstance(t, tuple):  # (plain points, the controlled part's increments and indices)
+            (t, x, x_cond), controlled = t, x
         probes = None
         if self.trace_for(problem) == "hutchinson":
             extra = self.rar_max if self.rar_every else 0
             probes = torch.randint(0, 2, (self.probes, batch_size + extra, problem.noise_dim), generator=generator,
                                    device=generator.device).to(dtype).mul_(2).sub_(1)
-        return PINNBatch(t, x, x_cond, t_bc, x_bc, probes)
+        return PINNBatch(t, x, x_cond, t_bc, x_bc, probes, controlled)
+
+    def controlled(self, problem: Problem | ResidualProblem) -> bool:
+        """Whether half of the points come from paths under the control's measure (decided at :meth:`build`;
+        see ``control_measure``)."""
+        entry = self.__dict__.get("_decisions", {}).get(id(problem))
+        return entry is not None and entry[0] is problem and entry[1]
+
+    def _decide(self, problem: Problem | ResidualProblem, x: torch.Tensor, cond: torch.Tensor) -> bool:
+        """``control_measure`` resolved for ``problem``: ``"auto"`` probes the driver at the pilot points ``x``
+        (its own generator, so that every other draw of the run stays as it was)."""
+        if not isinstance(problem, Problem) or self.sampler_for(problem) != "paths" or self.control_measure == "plain":
+            return False
+        if self.control_measure == "controlled":
+            return True
+        times = (torch.rand(x.shape[0], 1, generator=make_generator(7), dtype=x.dtype) * problem.horizon).to(x.device)
+        scale = max(float(cond.std()) if cond.numel() > 1 else 0.0, 1e-2 * max(1.0, float(cond.abs().mean())))
+        structure = driver_structure(problem, x, times, scale, make_generator(8))
+        return structure.depends_on_z and not structure.affine_in_z
+
+    def materialise(self, model: PINNModel, problem: Problem | ResidualProblem, batch: PINNBatch) -> PINNBatch:
+        r"""``batch`` with its controlled part drawn: paths from :math:`x_0` under the drift
+        :math:`\sigma\,\partial_z f` at the model's :math:`(u_\theta, \sigma^\top\nabla u_\theta)`
+        (:func:`~deepbsde.methods.deep_bsde.controlled_paths`, no graph), one point per path at its grid index
+        and the ends of the first ``n_cond`` paths, appended to the plain points. Drawn anew at every call, so
+        they follow the model as it trains."""
+        if batch.controlled is None or not isinstance(problem, Problem):
+            return batch
+        from .deep_bsde import controlled_paths
+
+        dw, idx, n_cond = batch.controlled
+        steps = dw.shape[1]
+        dt = problem.horizon / steps
+        times = torch.arange(steps, dtype=dw.dtype, device=dw.device) * dt
+
+        def z_step(n: int, x: torch.Tensor, _: int) -> torch.Tensor:
+            t = times[n].expand(x.shape[0], 1)
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(model(t, xg).sum(), xg)
+            return problem.sigma_transpose_times(times[n], x, grad).detach()
+
+        with torch.no_grad():
+            y0 = float(self.u0_tensor(model, problem))
+        paths, _ = controlled_paths(problem, z_step, y0, dw, dt)
+        paths = paths.detach()
+        x = paths[torch.arange(idx.shape[0], device=dw.device), idx]
+        t = (idx.to(dw.dtype) * dt).unsqueeze(1)
+        return dataclasses.replace(batch, t=torch.cat([batch.t, t]), x=torch.cat([batch.x, x]),
+                                   x_cond=torch.cat([batch.x_cond, paths[:n_cond, -1]]), controlled=None)
 
     def loss(self, model: PINNModel, problem: Problem | ResidualProblem, batch: PINNBatch) -> torch.Tensor:
         training = torch.is_grad_enabled() and model.training
+        batch = self.materialise(model, problem, batch)
         with torch.enable_grad():
             parts, residual = self._parts(model, problem, batch)
             if training:
@@ -411,7 +491,8 @@ class PINN(Method):
         """
         if not self.lbfgs_iterations:
             return None
-        batch = self.sample(problem, batch_size, generator, dtype)
+        # one fixed batch: its controlled points are drawn once, so that the line search sees one objective
+        batch = self.materialise(model, problem, self.sample(problem, batch_size, generator, dtype))
         params = [p for p in model.parameters() if p.requires_grad]
         chunk = max(1, min(log_every, self.lbfgs_iterations))
         optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=chunk, max_eval=chunk * 5 // 4 + 1,
@@ -454,13 +535,16 @@ class PINN(Method):
     # --- internals --------------------------------------------------------------------------------
     def _total(self, model: PINNModel, problem: Problem | ResidualProblem, batch: PINNBatch) -> float:
         """The weighted loss on ``batch`` as a float, without side effects."""
+        batch = self.materialise(model, problem, batch)
         with torch.enable_grad():
             parts, _ = self._parts(model, problem, batch)
             return float(_weighted(model, parts).detach())
 
     def _points(self, problem: Problem | ResidualProblem, n: int, cond_fraction: float, generator: torch.Generator,
-                dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """``(t, x, x_cond, t_bc, x_bc)`` drawn by the sampler on ``generator.device``."""
+                dtype: torch.dtype, controlled: bool = False) -> tuple[Any, ...]:
+        """``(t, x, x_cond, t_bc, x_bc)`` drawn by the sampler on ``generator.device``. ``controlled`` (paths
+        sampler): half of the points are left to :meth:`materialise`, and the result is
+        ``((t, x, x_cond), (dw, idx, n_cond), None, None, None)`` with the plain half and their draws."""
         dev = generator.device
         d = problem.dim
         n_cond = max(1, round(cond_fraction * n))
@@ -484,6 +568,12 @@ class PINN(Method):
         if self.sampler_for(problem) == "paths":
             steps = self.path_steps
             dt = horizon / steps
+            if controlled and n > 1:
+                n_ctl, cond_ctl = int(n * CONTROLLED_SHARE), int(n_cond * CONTROLLED_SHARE)
+                plain = self._points(problem, n - n_ctl, (n_cond - cond_ctl) / (n - n_ctl), generator, dtype)
+                dw = brownian_increments(max(n_ctl, cond_ctl), steps, problem.noise_dim, dt, generator, dtype)
+                idx = torch.randint(0, steps, (n_ctl,), generator=generator, device=dev)
+                return plain[:3], (dw, idx, cond_ctl), None, None, None
             total = max(n, n_cond)
             idx = torch.randint(0, steps, (total,), generator=generator, device=dev)  # t_n, n < N: the PDE holds on [0, T)
             picked, last = [], []
