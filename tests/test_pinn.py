@@ -424,3 +424,71 @@ def test_controlled_points_follow_the_drift_of_sigma_dz_f_at_z_equal_sigma_grad_
     torch.testing.assert_close(full.t[-k:, 0], idx.to(F64) * dt)
     torch.testing.assert_close(full.x_cond[-n_cond:], path[:n_cond, -1])
     torch.testing.assert_close(full.x[:-k], batch.x)
+
+
+class _LQ(Problem):
+    """u_t + ½Δu − ½|∇u|² = 0, u(T, x) = a|x|²/2 (σ = I, f = −|z|²/2): u = p(t)|x|²/2 + (d/2) ln(1 + a(T − t)),
+    p = a / (1 + a(T − t)) (the Riccati equation p' = p²)."""
+
+    def __init__(self, dim: int = 2, a: float = 2.0) -> None:
+        super().__init__(dim, 1.0, 1.0)
+        self.a = a
+
+    def drift(self, t, x):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t, x):
+        return torch.ones_like(x)
+
+    def driver(self, t, x, y, z):
+        return -0.5 * (z * z).sum(1, keepdim=True)
+
+    def terminal(self, x):
+        return 0.5 * self.a * (x * x).sum(1, keepdim=True)
+
+    def exact_solution(self, t, x):
+        tau = self.horizon - t
+        return (0.5 * self.a / (1 + self.a * tau) * (x * x).sum(1, keepdim=True)
+                + 0.5 * self.dim * torch.log(1 + self.a * tau))
+
+
+class _OffSlope(nn.Module):
+    """The LQ solution with its slope (1 + eps) times too steep: a stand-in for a PINN whose σᵀ∇u is eps off."""
+
+    def __init__(self, problem: _LQ, eps: float) -> None:
+        super().__init__()
+        self.problem, self.eps = problem, eps
+        self.register_buffer("x0", problem.x0_tensor().reshape(1, -1))
+        self.register_buffer("x_center", torch.zeros(problem.dim, dtype=F64))
+
+    def forward(self, t, x):
+        tau = self.problem.horizon - t
+        a = self.problem.a
+        return ((1 + self.eps) * 0.5 * a / (1 + a * tau) * (x * x).sum(1, keepdim=True)
+                + 0.5 * self.problem.dim * torch.log(1 + a * tau))
+
+
+def test_the_pinn_error_bar_runs_under_its_control_measure():
+    """Where the driver is nonlinear in z, the PINN's re-estimate runs under the measure its control induces, where a
+    control eps off biases u0 at second order: with the slope 10 % too steep, the plain re-estimate is 27 % off (first
+    order), the controlled one 0.2 %, with an interval five times narrower that holds the closed form.
+    (Found as a user: an LQ problem at d = 5 re-estimated 5.3 % off with ±220 % while the trained u was 0.36 % off.)"""
+    from deepbsde.estimators import evaluate, DriverStructure
+
+    problem = _LQ()
+    exact = float(problem.exact_solution(torch.zeros(1, 1, dtype=F64), problem.x0_tensor().reshape(1, -1)))
+    model = _OffSlope(problem, 0.1)
+    errors = {}
+    for measure in ("plain", "auto"):
+        method = PINN(**TINY, control_measure=measure, path_steps=40)
+        method.build(problem, make_generator(0))
+        control = method.control(model, problem)
+        assert (control.z_step is not None) is (measure == "auto")
+        ev = evaluate(problem, control, method.trained_z0(model, problem), 8192, 3, F64,
+                      structure=DriverStructure(False, True, False), gradient="likelihood_ratio")
+        errors[measure] = (abs(ev.u0 - exact), ev)
+    plain, auto = errors["plain"], errors["auto"]
+    assert plain[0] > 5 * auto[0], (plain[0], auto[0])
+    lo, hi = auto[1].interval
+    assert lo <= exact <= hi, (auto[1].interval, exact)
+    assert auto[1].half_width < 0.2 * plain[1].half_width, (auto[1].half_width, plain[1].half_width)
