@@ -364,3 +364,25 @@ def test_a_refinement_that_does_not_fit_keeps_the_first_answer_with_a_warning(tm
     assert "refined_from" not in sol.extra and "does not fit in memory" in sol.warnings[-1]
     assert "does not fit in memory" in json.loads((tmp_path / "run" / "summary.json").read_text())["warnings"][-1]
     assert not (tmp_path / "run" / "grid-4").exists()
+
+
+def test_the_interval_holds_both_estimates_where_they_disagree():
+    """Where the driver is nonlinear in z and the trained Y0 is further from the re-estimate than the error bar
+    plus three standard errors, the interval widens to hold both (the gap plus 1.96 standard errors); where they
+    agree, or the driver is affine in z, it stays as the error bar says."""
+    from deepbsde.estimators import DriverStructure, Evaluation
+    from deepbsde.solve import _disagreement_half_width
+
+    def ev(structure):
+        return Evaluation(u0=0.581, u0_coarse=0.58, u0_se=0.0002, grad_u0=None, grad_u0_se=None, grad_lr_mean=None,
+                          grad_lr_mean_se=None, grad_time_step_bias=None, time_step_bias=0.0008,
+                          time_step_se=0.0001, control_bias=1e-7, paths=1000, variance_explained=0.99,
+                          trained_y0=0.574, structure=structure)
+
+    nonlinear = ev(DriverStructure(True, True, False))
+    assert nonlinear.half_width < 0.0015
+    widened = _disagreement_half_width(nonlinear, 0.574)
+    assert widened == pytest.approx(0.007 + 1.96 * 0.0002)
+    assert nonlinear.u0 - widened <= 0.574
+    assert _disagreement_half_width(nonlinear, 0.5805) is None  # within the error bar
+    assert _disagreement_half_width(ev(DriverStructure(True, True, True)), 0.574) is None  # affine in z
