@@ -321,7 +321,7 @@ class PINN(Method):
         return PINNBatch(t, x, x_cond, t_bc, x_bc, probes, controlled)
 
     def controlled(self, problem: Problem | ResidualProblem) -> bool:
-        """Whether half of the points come from paths under the control's measure (decided at :meth:`build`;
+        """Whether 90 % of the points come from paths under the control's measure (decided at :meth:`build`;
         see ``control_measure``)."""
         entry = self.__dict__.get("_decisions", {}).get(id(problem))
         return entry is not None and entry[0] is problem and entry[1]
@@ -542,8 +542,8 @@ class PINN(Method):
     def _points(self, problem: Problem | ResidualProblem, n: int, cond_fraction: float, generator: torch.Generator,
                 dtype: torch.dtype, controlled: bool = False) -> tuple[Any, ...]:
         """``(t, x, x_cond, t_bc, x_bc)`` drawn by the sampler on ``generator.device``. ``controlled`` (paths
-        sampler): half of the points are left to :meth:`materialise`, and the result is
-        ``((t, x, x_cond), (dw, idx, n_cond), None, None, None)`` with the plain half and their draws."""
+        sampler): a share ``CONTROLLED_SHARE`` of the points is left to :meth:`materialise`, and the result is
+        ``((t, x, x_cond), (dw, idx, n_cond), None, None, None)`` with the plain points and the others' draws."""
         dev = generator.device
         d = problem.dim
         n_cond = max(1, round(cond_fraction * n))
