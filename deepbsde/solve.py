@@ -656,7 +656,7 @@ class _Run:
             except Exception as exc:  # a failing reference must not lose the trained answer
                 self.warnings.append(f"region errors could not be computed: {type(exc).__name__}: {exc}")
         u0, grad, grad_se = est.u0, est.grad_u0, None
-        interval = stderr = None
+        interval = stderr = widened = None
         diagnostics: list[str] = []
         if evaluation is None or not math.isfinite(evaluation.u0):
             diagnostics = training_notes  # the trained values are the answer: how well Z was learnt matters
@@ -677,9 +677,8 @@ class _Run:
         warnings = list(self.warnings) + diagnostics + ([advice] if advice else [])
         tolerance_reached = None
         if train.tolerance is not None and evaluation is not None:
-            tolerance_reached = evaluation.relative_half_width() <= train.tolerance
-            if interval is not None and interval[1] - u0 > evaluation.half_width:
-                tolerance_reached = (interval[1] - u0) <= train.tolerance * abs(u0)
+            half_width = widened if widened is not None else evaluation.half_width
+            tolerance_reached = half_width / max(abs(evaluation.u0), 1e-300) <= train.tolerance
         solution = Solution(problem=problem.name, method=method.name, dim=problem.dim, u0=u0,
                             _grad_u0=grad, history=History(tuple(self.loop.history), tuple(self.loop.metrics)),
                             reference=reference, seconds=seconds, iterations=self.loop.step, device=str(self.dev),
@@ -735,13 +734,11 @@ def _diagnose(ev: Evaluation, trained_u0: float) -> list[str]:
                    f"value: an event rarer than about 3/{ev.paths} of the paths (the rule of three; an option far "
                    f"out of the money) may still carry u0. If g can differ from it, look where (a sampling drift, "
                    f"method.pull, or more paths, train.eval_paths)")
-    if ev.structure.depends_on_z and not ev.structure.affine_in_z:
-        gap = abs(trained_u0 - ev.u0)
-        if gap > ev.half_width + 3 * ev.u0_se:
-            out.append(f"the trained Y0 = {trained_u0:.6g} and the re-estimate {ev.u0:.6g} differ by more than the "
-                       f"error bar (±{ev.half_width:.3g}); with a driver that depends on z this means the trained "
-                       f"Z is far from optimal: raise train.iterations or train.batch_size (the interval is "
-                       f"widened to hold both)")
+    if _disagreement_half_width(ev, trained_u0) is not None:
+        out.append(f"the trained Y0 = {trained_u0:.6g} and the re-estimate {ev.u0:.6g} differ by more than the "
+                   f"error bar (±{ev.half_width:.3g}); with a driver that depends on z this means the trained "
+                   f"Z is far from optimal: raise train.iterations or train.batch_size (the interval is "
+                   f"widened to hold both)")
     if ev.grad_u0 is not None and ev.grad_lr_mean is not None and ev.grad_lr_mean_se is not None:
         path_mean = sum(ev.grad_u0) / len(ev.grad_u0)
         # both estimates carry the time step's bias (the likelihood-ratio one on the training grid): allow

@@ -110,6 +110,20 @@ class Method(abc.ABC):
         """
         return None
 
+    def _keep(self, name: str, problem: Any, value: Any) -> Any:
+        """Store ``value`` for ``problem`` (this object) under ``name``; returns it. The settings are frozen, so
+        what a method decides per problem (a probe of its driver, a sampling drift's view) lives beside them."""
+        self.__dict__.setdefault(name, {})[id(problem)] = (problem, value)
+        return value
+
+    def _kept(self, name: str, problem: Any, make: Callable[[], Any] | None = None, default: Any = None) -> Any:
+        """What :meth:`_keep` stored for ``problem`` under ``name`` (the entry holds the problem, so a recycled
+        ``id`` of another object is not mistaken for it); else ``make()``, kept, where given; else ``default``."""
+        entry = self.__dict__.get(name, {}).get(id(problem))
+        if entry is not None and entry[0] is problem:
+            return entry[1]
+        return self._keep(name, problem, make()) if make is not None else default
+
     def describe(self) -> dict[str, Any]:
         """The method's settings, for run folders and reports."""
         out: dict[str, Any] = {"name": self.name}

@@ -511,14 +511,10 @@ class DeepBSDE(Method):
         with this method's ``sampling_drift`` (made once per problem object)."""
         if not self.sampling_drift:
             return problem
-        cache = self.__dict__.setdefault("_views", {})
-        key = id(problem)
-        if key not in cache or cache[key][0] is not problem:
-            from ..drift import DriftedProblem, pull_towards_x0
+        from ..drift import DriftedProblem, pull_towards_x0
 
-            cache[key] = (problem, DriftedProblem(problem, pull_towards_x0(self.sampling_drift,
-                                                                            problem.x0_tensor(torch.float64))))
-        return cache[key][1]
+        return self._kept("_views", problem, lambda: DriftedProblem(
+            problem, pull_towards_x0(self.sampling_drift, problem.x0_tensor(torch.float64))))
 
     def noise_shift(self, problem: Problem) -> torch.Tensor | None:
         """θ ``(m,)`` float64 where 90 % of every batch of paths of ``problem`` is drawn with the Brownian motion
@@ -526,23 +522,23 @@ class DeepBSDE(Method):
         decided once per problem object (a fixed generator: the same for every seed)."""
         if self.rare_event != "auto" or self.region is not None:
             return None
-        cache = self.__dict__.setdefault("_shifts", {})
-        key = id(problem)
-        if key not in cache or cache[key][0] is not problem:
-            from ..drift import rare_event_shift
+        return self._kept("_shifts", problem, lambda: self._find_shift(problem))[0]
 
-            found = rare_event_shift(self.view(problem), self.num_steps, make_generator(90210))
-            if found is not None:
-                _LOG.info("rare payoff (effective share %.2g of the paths): paths drawn under a noise shift "
-                          "|θ| = %.3g, estimates weighted by dP/dM (effective share %.2g)",
-                          found[1]["share"], found[1]["theta_norm"], found[1]["shifted_share"])
-            cache[key] = (problem, None if found is None else found[0], None if found is None else found[1])
-        return cache[key][1]
+    def _find_shift(self, problem: Problem) -> tuple[torch.Tensor | None, dict | None]:
+        """``(θ, info)`` of :func:`~deepbsde.drift.rare_event_shift` for ``problem``, or ``(None, None)``."""
+        from ..drift import rare_event_shift
+
+        found = rare_event_shift(self.view(problem), self.num_steps, make_generator(90210))
+        if found is None:
+            return None, None
+        _LOG.info("rare payoff (effective share %.2g of the paths): paths drawn under a noise shift "
+                  "|θ| = %.3g, estimates weighted by dP/dM (effective share %.2g)",
+                  found[1]["share"], found[1]["theta_norm"], found[1]["shifted_share"])
+        return found[0], found[1]
 
     def rare_event_info(self, problem: Problem) -> dict | None:
         """What :meth:`noise_shift` found for ``problem``: ``None``, or the effective shares and :math:`|\theta|`."""
-        entry = self.__dict__.get("_shifts", {}).get(id(problem))
-        return entry[2] if entry is not None and entry[0] is problem else None
+        return self._kept("_shifts", problem, default=(None, None))[1]
 
     def pilot(self, problem: Problem, generator: torch.Generator) -> tuple[Pilot, torch.Tensor]:
         """The :math:`Z = 0` pilot on this method's grid (float64, CPU), and its paths (in region mode from
@@ -565,8 +561,7 @@ class DeepBSDE(Method):
 
     def _built(self, problem: Problem, default: tuple[bool, str]) -> tuple[bool, str]:
         """What :meth:`build` decided for ``problem`` (the control's measure, the scheme), else ``default``."""
-        entry = self.__dict__.get("_decisions", {}).get(id(problem))
-        return entry[1:] if entry is not None and entry[0] is problem else default
+        return self._kept("_decisions", problem, default=default)
 
     def build(self, problem: Problem, generator: torch.Generator) -> DeepBSDEModel:
         pil, x = self.pilot(problem, generator)
@@ -576,8 +571,7 @@ class DeepBSDE(Method):
         open_end = self.scheme == "heun" and singular_at_horizon(self.view(problem), x)
         if open_end:
             _LOG.info("the driver is singular at t = T on the pilot's paths: Heun's corrector skips the last step")
-        self.__dict__.setdefault("_decisions", {})[id(problem)] = (problem, on,
-                                                                   "heun-open" if open_end else self.scheme)
+        self._keep("_decisions", problem, (on, "heun-open" if open_end else self.scheme))
         m = problem.noise_dim
         if self.y0_range is None:
             y_shift, y_scale, y0 = pil.y0, pil.y_scale, torch.zeros(1, dtype=torch.float64)

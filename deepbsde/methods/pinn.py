@@ -296,7 +296,7 @@ class PINN(Method):
             x_center = problem.x0_tensor()
             x_scale = torch.full((d,), self.half_width, dtype=torch.float64)
         cond = _condition(problem, x_cond)
-        self.__dict__.setdefault("_decisions", {})[id(problem)] = (problem, self._decide(problem, x, cond))
+        self._keep("_decisions", problem, self._decide(problem, x, cond))
         offset = float(cond.mean())
         scale = float(cond.std()) if cond.numel() > 1 else 0.0
         scale = max(scale, 1e-2 * max(1.0, abs(offset)))
@@ -323,8 +323,7 @@ class PINN(Method):
     def controlled(self, problem: Problem | ResidualProblem) -> bool:
         """Whether 90 % of the points come from paths under the control's measure (decided at :meth:`build`;
         see ``control_measure``)."""
-        entry = self.__dict__.get("_decisions", {}).get(id(problem))
-        return entry is not None and entry[0] is problem and entry[1]
+        return bool(self._kept("_decisions", problem, default=False))
 
     def _decide(self, problem: Problem | ResidualProblem, x: torch.Tensor, cond: torch.Tensor) -> bool:
         """``control_measure`` resolved for ``problem``: ``"auto"`` probes the driver at the pilot points ``x``
@@ -415,15 +414,12 @@ class PINN(Method):
 
         # Heun's scheme, without its corrector on the last step where the driver is singular at t = T (found as
         # a user: QuadraticGradient d = 1, the trained u 0.19 % off, its re-estimate 33 % off with ±2000)
-        cache = self.__dict__.setdefault("_schemes", {})
-        if id(problem) not in cache or cache[id(problem)][0] is not problem:
-            cache[id(problem)] = (problem, end_point_scheme(problem, self.path_steps))
+        scheme = self._kept("_schemes", problem, lambda: end_point_scheme(problem, self.path_steps))
         # under the control's measure (where the points were drawn there) the re-estimate's bias is second order
         # in the control's error, not first: a user's LQ problem (d = 5, g = 2|x|^2, f = -|z|^2/2) re-estimated
         # 5.3 % off with +-220 % on the plain paths while the trained u was 0.36 % off
         z_step = _z_step(model, problem) if self.controlled(problem) else None
-        return Control(float(self.u0_tensor(model, problem)), z_at, self.path_steps, cache[id(problem)][1],
-                       z_step=z_step)
+        return Control(float(self.u0_tensor(model, problem)), z_at, self.path_steps, scheme, z_step=z_step)
 
     def trained_z0(self, model: PINNModel, problem: Problem | ResidualProblem) -> torch.Tensor | None:
         if not isinstance(problem, Problem):
