@@ -308,11 +308,17 @@ class PINN(Method):
     def sample(self, problem: Problem | ResidualProblem, batch_size: int, generator: torch.Generator,
                dtype: torch.dtype) -> PINNBatch:
         n_cond = max(1, round(self.condition_fraction * batch_size))
-        t, x, x_cond, t_bc, x_bc = self._points(problem, batch_size, n_cond / batch_size, generator, dtype,
-                                                controlled=self.controlled(problem))
+        n_ctl = cond_ctl = 0
+        if self.controlled(problem) and batch_size > 1:  # these points are left to materialise()
+            n_ctl, cond_ctl = int(batch_size * CONTROLLED_SHARE), int(n_cond * CONTROLLED_SHARE)
+        n_plain = batch_size - n_ctl
+        t, x, x_cond, t_bc, x_bc = self._points(problem, n_plain, (n_cond - cond_ctl) / n_plain, generator, dtype)
         controlled = None
-        if isinstance(t, tuple):  # (plain points, the controlled part's increments and indices)
-            (t, x, x_cond), controlled = t, x
+        if n_ctl:
+            dt = problem.horizon / self.path_steps
+            dw = brownian_increments(max(n_ctl, cond_ctl), self.path_steps, problem.noise_dim, dt, generator, dtype)
+            idx = torch.randint(0, self.path_steps, (n_ctl,), generator=generator, device=generator.device)
+            controlled = (dw, idx, cond_ctl)
         probes = None
         if self.trace_for(problem) == "hutchinson":
             extra = self.rar_max if self.rar_every else 0
@@ -536,10 +542,8 @@ class PINN(Method):
             return float(_weighted(model, parts).detach())
 
     def _points(self, problem: Problem | ResidualProblem, n: int, cond_fraction: float, generator: torch.Generator,
-                dtype: torch.dtype, controlled: bool = False) -> tuple[Any, ...]:
-        """``(t, x, x_cond, t_bc, x_bc)`` drawn by the sampler on ``generator.device``. ``controlled`` (paths
-        sampler): a share ``CONTROLLED_SHARE`` of the points is left to :meth:`materialise`, and the result is
-        ``((t, x, x_cond), (dw, idx, n_cond), None, None, None)`` with the plain points and the others' draws."""
+                dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """``(t, x, x_cond, t_bc, x_bc)`` drawn by the sampler on ``generator.device``."""
         dev = generator.device
         d = problem.dim
         n_cond = max(1, round(cond_fraction * n))
@@ -563,12 +567,6 @@ class PINN(Method):
         if self.sampler_for(problem) == "paths":
             steps = self.path_steps
             dt = horizon / steps
-            if controlled and n > 1:
-                n_ctl, cond_ctl = int(n * CONTROLLED_SHARE), int(n_cond * CONTROLLED_SHARE)
-                plain = self._points(problem, n - n_ctl, (n_cond - cond_ctl) / (n - n_ctl), generator, dtype)
-                dw = brownian_increments(max(n_ctl, cond_ctl), steps, problem.noise_dim, dt, generator, dtype)
-                idx = torch.randint(0, steps, (n_ctl,), generator=generator, device=dev)
-                return plain[:3], (dw, idx, cond_ctl), None, None, None
             total = max(n, n_cond)
             idx = torch.randint(0, steps, (total,), generator=generator, device=dev)  # t_n, n < N: the PDE holds on [0, T)
             picked, last = [], []
